@@ -1,0 +1,377 @@
+/**
+ * The namespace directory: a segment of fixed entries mapping endpoint names to
+ * their owner, inbox geometry and doorbell.
+ *
+ * Writers (register / unregister) serialise on a lock word holding the holder's
+ * pid; a lock whose holder died is taken over. Readers never lock: each entry
+ * is a seqlock (generation odd while written), so a lookup retries rather than
+ * read a half-written entry. A generation also names one incarnation of an
+ * endpoint: senders cache (index, generation) and notice a change with one load.
+ */
+import { join } from 'node:path';
+import { BusError } from './errors';
+import {
+  DIR_ENTRY_COUNT_OFFSET,
+  DIR_ENTRY_LENGTH,
+  DIR_ENTRY_LENGTH_OFFSET,
+  DIR_HEADER_LENGTH,
+  DIR_LOCK_OFFSET,
+  DIR_REGISTRATIONS_OFFSET,
+  DIR_REMOVED_OFFSET,
+  DIR_TAKEOVERS_OFFSET,
+  ENTRY_CAPACITY_OFFSET,
+  ENTRY_DOORBELL_KIND_OFFSET,
+  ENTRY_DOORBELL_PORT_OFFSET,
+  ENTRY_FLAGS_OFFSET,
+  ENTRY_GENERATION_OFFSET,
+  ENTRY_NAME_LENGTH_OFFSET,
+  ENTRY_NAME_OFFSET,
+  ENTRY_OWNER_PID_OFFSET,
+  ENTRY_OWNER_START_TIME_OFFSET,
+  ENTRY_SLOT_SIZE_OFFSET,
+  ENTRY_STATE_ACTIVE,
+  ENTRY_STATE_FREE,
+  ENTRY_STATE_OFFSET,
+  MAX_NAME_LENGTH,
+  SEGMENT_KIND_DIRECTORY,
+  directoryFileName,
+  directorySegmentLength,
+  entryOffset,
+} from './layout';
+import { Segment, isProcessAlive, processStartTime, unlinkQuiet } from './segment';
+
+const WORD = 4;
+const SEQLOCK_RETRIES = 1000;
+
+/** What a directory entry says about an endpoint (a snapshot). */
+export interface EntryInfo {
+  readonly index: number;
+  /** Even; changes on every register and unregister of this entry. */
+  readonly generation: number;
+  readonly name: string;
+  readonly ownerPid: number;
+  readonly ownerStartTime: number;
+  readonly flags: number;
+  readonly doorbellKind: number;
+  readonly doorbellPort: number;
+  readonly slotSize: number;
+  readonly capacity: number;
+}
+
+/** What an endpoint declares when it registers. */
+export interface Registration {
+  readonly name: string;
+  readonly flags: number;
+  readonly doorbellKind: number;
+  readonly doorbellPort: number;
+  readonly slotSize: number;
+  readonly capacity: number;
+}
+
+export interface DirectoryOptions {
+  /** Folder holding the namespace's files. */
+  readonly dir: string;
+  readonly namespace: string;
+  /** Entries in a directory this call creates. */
+  readonly entryCount: number;
+  /** File mode of segments this namespace creates. */
+  readonly mode: number;
+  /** How long to wait for a live lock holder. */
+  readonly lockTimeoutMs: number;
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+export class Directory {
+  readonly path: string;
+  readonly options: DirectoryOptions;
+  private segment: Segment;
+
+  private constructor(options: DirectoryOptions, segment: Segment) {
+    this.options = options;
+    this.path = segment.path;
+    this.segment = segment;
+  }
+
+  /** Attach the namespace's directory, creating it if it does not exist. */
+  static open(options: DirectoryOptions): Directory {
+    return new Directory(options, Directory.map(options));
+  }
+
+  /** Attach an existing directory only (for observers such as `shmbus stat`); null if there is none. */
+  static attachExisting(options: DirectoryOptions): Directory | null {
+    const path = join(options.dir, directoryFileName(options.namespace));
+    try {
+      return new Directory(options, Segment.attach(path, SEGMENT_KIND_DIRECTORY));
+    } catch (err) {
+      if ((err as { errno?: string }).errno === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  private static map(options: DirectoryOptions): Segment {
+    const path = join(options.dir, directoryFileName(options.namespace));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return Segment.attach(path, SEGMENT_KIND_DIRECTORY);
+      } catch (err) {
+        if ((err as { errno?: string }).errno !== 'ENOENT' || attempt > 100) throw err;
+      }
+      try {
+        return Segment.create(path, SEGMENT_KIND_DIRECTORY, directorySegmentLength(options.entryCount), options.mode, DIR_HEADER_LENGTH, (buffer) => {
+          const u32 = new Uint32Array(buffer);
+          u32[DIR_ENTRY_COUNT_OFFSET / WORD] = options.entryCount;
+          u32[DIR_ENTRY_LENGTH_OFFSET / WORD] = DIR_ENTRY_LENGTH;
+        });
+      } catch (err) {
+        // Another process created it between our attach and create: attach theirs.
+        if ((err as { errno?: string }).errno !== 'EEXIST') throw err;
+      }
+    }
+  }
+
+  get entryCount(): number {
+    return this.segment.u32[DIR_ENTRY_COUNT_OFFSET / WORD]!;
+  }
+
+  /** Registrations and takeovers since the directory was created. */
+  get counters(): { registrations: number; takeovers: number } {
+    const u32 = this.segment.u32;
+    return { registrations: u32[DIR_REGISTRATIONS_OFFSET / WORD]!, takeovers: u32[DIR_TAKEOVERS_OFFSET / WORD]! };
+  }
+
+  /** True once the last endpoint removed this directory's file: reopen the namespace. */
+  get removed(): boolean {
+    return Atomics.load(this.segment.u32, DIR_REMOVED_OFFSET / WORD) !== 0;
+  }
+
+  /** If this mapping's file was removed, map the namespace's current directory instead. */
+  refresh(): void {
+    if (!this.removed) return;
+    const old = this.segment;
+    this.segment = Directory.map(this.options);
+    old.unmap();
+  }
+
+  /** Current generation of entry `index` (one atomic load; for cache validation). */
+  generationOf(index: number): number {
+    return Atomics.load(this.segment.u32, (entryOffset(index) + ENTRY_GENERATION_OFFSET) / WORD);
+  }
+
+  /** Read entry `index` consistently; null if it is free. */
+  read(index: number): EntryInfo | null {
+    const u32 = this.segment.u32;
+    const base = entryOffset(index) / WORD;
+    for (let tries = 0; tries < SEQLOCK_RETRIES; tries++) {
+      // SYNC POINT: entry published (acquire, seqlock begin).
+      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
+      if ((g1 & 1) !== 0) continue;
+      const state = Atomics.load(u32, base + ENTRY_STATE_OFFSET / WORD);
+      if (state !== ENTRY_STATE_ACTIVE) {
+        if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return null;
+        continue;
+      }
+      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
+      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) {
+        if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) {
+          throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${this.path}: entry ${index} has name length ${nameLength}, expected 1..${MAX_NAME_LENGTH}`);
+        }
+        continue;
+      }
+      const info: EntryInfo = {
+        index,
+        generation: g1,
+        name: this.readName(index, nameLength),
+        ownerPid: Atomics.load(u32, base + ENTRY_OWNER_PID_OFFSET / WORD) | 0,
+        ownerStartTime: Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD),
+        flags: Atomics.load(u32, base + ENTRY_FLAGS_OFFSET / WORD),
+        doorbellKind: Atomics.load(u32, base + ENTRY_DOORBELL_KIND_OFFSET / WORD),
+        doorbellPort: Atomics.load(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD),
+        slotSize: Atomics.load(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD),
+        capacity: Atomics.load(u32, base + ENTRY_CAPACITY_OFFSET / WORD),
+      };
+      // SYNC POINT: entry published (seqlock end: nothing changed while we read).
+      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return info;
+    }
+    throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: entry ${index} stayed mid-update (its writer may have died holding the lock)`);
+  }
+
+  private readName(index: number, length: number): string {
+    const u8 = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, length);
+    return String.fromCharCode(...u8);
+  }
+
+  /** Find the live entry named `name`; null if there is none. Lock-free. */
+  lookup(name: string): EntryInfo | null {
+    const count = this.entryCount;
+    for (let i = 0; i < count; i++) {
+      const info = this.read(i);
+      if (info !== null && info.name === name) return info;
+    }
+    return null;
+  }
+
+  /** Every active entry (snapshot, racy across entries). */
+  entries(): EntryInfo[] {
+    const result: EntryInfo[] = [];
+    const count = this.entryCount;
+    for (let i = 0; i < count; i++) {
+      const info = this.read(i);
+      if (info !== null) result.push(info);
+    }
+    return result;
+  }
+
+  /**
+   * Register an endpoint. Under the lock: a live owner of the name is
+   * ERR_SHMBUS_NAME_IN_USE; a dead owner's entry is taken over (`prepare`
+   * receives it so the caller can reclaim its inbox); otherwise the first free
+   * entry is used. `prepare` runs under the lock before the entry is
+   * published, so the inbox exists before anyone can look the name up.
+   */
+  register(registration: Registration, prepare: (previous: EntryInfo | null) => void): EntryInfo {
+    for (;;) {
+      this.lock();
+      if (this.removed) {
+        // The last endpoint removed this directory while we were attaching: use the new one.
+        this.unlock();
+        this.refresh();
+        continue;
+      }
+      try {
+        return this.registerLocked(registration, prepare);
+      } finally {
+        this.unlock();
+      }
+    }
+  }
+
+  private registerLocked(registration: Registration, prepare: (previous: EntryInfo | null) => void): EntryInfo {
+    const count = this.entryCount;
+    let free = -1;
+    let previous: EntryInfo | null = null;
+    for (let i = 0; i < count; i++) {
+      const info = this.read(i);
+      if (info === null) {
+        if (free < 0) free = i;
+        continue;
+      }
+      if (info.name !== registration.name) continue;
+      if (isProcessAlive(info.ownerPid, info.ownerStartTime)) {
+        throw new BusError('ERR_SHMBUS_NAME_IN_USE', `endpoint "${registration.name}" in namespace "${this.options.namespace}" is owned by live pid ${info.ownerPid}`);
+      }
+      previous = info;
+      break;
+    }
+    const index = previous !== null ? previous.index : free;
+    if (index < 0) {
+      throw new BusError('ERR_SHMBUS_DIRECTORY_FULL', `namespace "${this.options.namespace}" has all ${count} directory entries in use`);
+    }
+    prepare(previous);
+    const u32 = this.segment.u32;
+    const base = entryOffset(index) / WORD;
+    const g = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
+    // SYNC POINT: entry published (writer: odd generation first).
+    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 1) >>> 0);
+    const startTime = processStartTime(process.pid);
+    Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, process.pid);
+    Atomics.store(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD, startTime >>> 0);
+    Atomics.store(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD + 1, Math.floor(startTime / 0x1_0000_0000));
+    Atomics.store(u32, base + ENTRY_FLAGS_OFFSET / WORD, registration.flags);
+    Atomics.store(u32, base + ENTRY_DOORBELL_KIND_OFFSET / WORD, registration.doorbellKind);
+    Atomics.store(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD, registration.doorbellPort);
+    Atomics.store(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD, registration.slotSize);
+    Atomics.store(u32, base + ENTRY_CAPACITY_OFFSET / WORD, registration.capacity);
+    const name = registration.name;
+    const nameBytes = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, MAX_NAME_LENGTH);
+    nameBytes.fill(0);
+    for (let k = 0; k < name.length; k++) nameBytes[k] = name.charCodeAt(k);
+    Atomics.store(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD, name.length);
+    Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_ACTIVE);
+    // SYNC POINT: entry published (writer: even generation last).
+    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 2) >>> 0);
+    Atomics.add(u32, DIR_REGISTRATIONS_OFFSET / WORD, 1);
+    if (previous !== null) Atomics.add(u32, DIR_TAKEOVERS_OFFSET / WORD, 1);
+    return this.read(index)!;
+  }
+
+  /**
+   * Free entry `index` if it still holds `generation`. `cleanup` runs under the
+   * lock (the caller removes its inbox there). When no active entry remains the
+   * directory file itself is removed. Returns false if the entry had already
+   * changed hands.
+   */
+  unregister(index: number, generation: number, cleanup: () => void): boolean {
+    this.lock();
+    try {
+      const u32 = this.segment.u32;
+      const base = entryOffset(index) / WORD;
+      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) !== generation) return false;
+      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 1) >>> 0);
+      Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
+      Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, 0);
+      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 2) >>> 0);
+      cleanup();
+      if (this.entries().length === 0) {
+        Atomics.store(u32, DIR_REMOVED_OFFSET / WORD, 1);
+        unlinkQuiet(this.path);
+      }
+      return true;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /** Take the registry lock, taking it over from a dead holder. */
+  private lock(): void {
+    const i32 = this.segment.i32;
+    const word = DIR_LOCK_OFFSET / WORD;
+    const me = process.pid;
+    const deadline = performance.now() + this.options.lockTimeoutMs;
+    for (let spins = 0; ; spins++) {
+      const holder = Atomics.compareExchange(i32, word, 0, me);
+      if (holder === 0) return;
+      if (holder === me) {
+        // A previous holder in this process cannot exist (the lock is never held across awaits);
+        // a pid equal to ours is a dead process whose pid we now have.
+        if (Atomics.compareExchange(i32, word, holder, me) === holder) {
+          this.repairLocked();
+          return;
+        }
+        continue;
+      }
+      if (!isProcessAlive(holder) && Atomics.compareExchange(i32, word, holder, me) === holder) {
+        this.repairLocked();
+        return;
+      }
+      if (performance.now() > deadline) {
+        throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: directory lock held by live pid ${holder} for more than ${this.options.lockTimeoutMs} ms`);
+      }
+      if (spins > 100) sleepSync(1);
+    }
+  }
+
+  private unlock(): void {
+    Atomics.store(this.segment.i32, DIR_LOCK_OFFSET / WORD, 0);
+  }
+
+  /** After taking the lock from a dead holder: free any entry it left mid-update. */
+  private repairLocked(): void {
+    const u32 = this.segment.u32;
+    const count = this.entryCount;
+    for (let i = 0; i < count; i++) {
+      const base = entryOffset(i) / WORD;
+      const g = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
+      if ((g & 1) === 0) continue;
+      Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
+      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 1) >>> 0);
+    }
+  }
+
+  /** Unmap (idempotent). */
+  close(): void {
+    this.segment.unmap();
+  }
+}

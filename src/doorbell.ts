@@ -1,0 +1,103 @@
+/**
+ * Doorbells: how a producer wakes a parked consumer, and how a consumer sleeps.
+ *
+ * A producer rings only after it won the parked flag (see FrameRing.commit),
+ * so a busy consumer costs no system call and each sleep is rung once.
+ *  - DOORBELL_FUTEX: FUTEX_WAKE on the inbox's parked word (app inboxes).
+ *  - DOORBELL_UDP: one datagram to 127.0.0.1:<port> (the relay's inbox, whose
+ *    event loop already waits on sockets).
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { debuglog } from 'node:util';
+import native, { WaitResult, type NativeWaiter } from './native';
+import { fromNative } from './errors';
+import { DOORBELL_FUTEX, DOORBELL_UDP, INBOX_PARKED_OFFSET } from './layout';
+
+const debug = debuglog('shmbus');
+
+/** The one-byte datagram a UDP doorbell carries. Receivers ignore its content. */
+export const UDP_DOORBELL_DATAGRAM = new Uint8Array([0x44]);
+const LOOPBACK = '127.0.0.1';
+
+let udpSocket: Socket | null = null;
+let udpErrors = 0;
+
+function sharedUdpSocket(): Socket {
+  if (udpSocket === null) {
+    udpSocket = createSocket('udp4');
+    udpSocket.on('error', (err) => {
+      udpErrors++;
+      debug('udp doorbell socket error: %s', err.message);
+    });
+    udpSocket.unref();
+  }
+  return udpSocket;
+}
+
+/** Doorbell datagrams that could not be sent (reported in Bus.stats). */
+export function udpDoorbellErrors(): number {
+  return udpErrors;
+}
+
+/** Ring the consumer of an inbox mapped at `buffer`. */
+export function ring(kind: number, buffer: ArrayBuffer, port: number): void {
+  if (kind === DOORBELL_FUTEX) {
+    native.futexWake(buffer, INBOX_PARKED_OFFSET, 1);
+  } else if (kind === DOORBELL_UDP) {
+    sharedUdpSocket().send(UDP_DOORBELL_DATAGRAM, port, LOOPBACK, (err) => {
+      if (err) {
+        udpErrors++;
+        debug('udp doorbell to port %d failed: %s', port, err.message);
+      }
+    });
+  }
+}
+
+/**
+ * A consumer's sleep on its own inbox's parked word (futex), through a native
+ * thread that wakes the event loop when the word is rung or a timeout passes.
+ */
+export class FutexSleeper {
+  private waiter: NativeWaiter | null = null;
+  private resolvers: Array<() => void> = [];
+
+  constructor(private readonly buffer: ArrayBuffer) {}
+
+  /**
+   * Sleep while the parked word is 1, at most `timeoutMs` (< 0: no limit).
+   * Concurrent callers share one wait.
+   */
+  sleep(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.resolvers.push(resolve);
+      const waiter = this.getWaiter();
+      if (!waiter.armed) waiter.wait(1, timeoutMs);
+    });
+  }
+
+  private getWaiter(): NativeWaiter {
+    if (this.waiter === null) {
+      try {
+        this.waiter = native.createWaiter(this.buffer, INBOX_PARKED_OFFSET, (result: WaitResult) => this.woken(result));
+      } catch (err) {
+        throw fromNative(err, 'cannot start the doorbell waiter');
+      }
+    }
+    return this.waiter;
+  }
+
+  private woken(_result: WaitResult): void {
+    const resolvers = this.resolvers;
+    this.resolvers = [];
+    for (const resolve of resolvers) resolve();
+  }
+
+  /** Stop the waiter thread; pending sleeps resolve. Idempotent. */
+  close(): void {
+    if (this.waiter !== null) {
+      this.waiter.close();
+      this.waiter = null;
+    }
+    this.woken(WaitResult.Closed);
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Errors with stable codes.
+ *
+ * {@link ERROR_TABLE} is the single source of every code and its meaning (as
+ * libuv's error table is): docs/ERRORS.md is checked against it by a test.
+ * Codes are API: they are appended, never renamed or reused.
+ *
+ * Back-pressure (a full inbox) is not an error: sends return `false`.
+ */
+
+export const ERROR_TABLE = {
+  ERR_SHMBUS_INVALID_OPTION: 'An option or argument is missing, of the wrong type or out of range.',
+  ERR_SHMBUS_UNKNOWN_DESTINATION: 'No live endpoint of that name is registered in the namespace.',
+  ERR_SHMBUS_FRAME_TOO_LARGE: 'The payload does not fit in one slot of the destination inbox.',
+  ERR_SHMBUS_NAME_IN_USE: 'A live process already owns an endpoint of that name.',
+  ERR_SHMBUS_DIRECTORY_FULL: 'Every entry of the namespace directory is taken.',
+  ERR_SHMBUS_NOT_A_SEGMENT: 'The file is not a shmbus segment (wrong magic or kind, truncated, or never finished).',
+  ERR_SHMBUS_LAYOUT_MISMATCH: 'The segment was written by another layout version of shmbus.',
+  ERR_SHMBUS_CORRUPT_SEGMENT: 'A shmbus segment holds values that cannot be valid (sizes, counts, lengths).',
+  ERR_SHMBUS_CLOSED: 'The bus was closed.',
+  ERR_SHMBUS_SYSTEM: 'A system call failed; `syscall`, `errno` and `path` say which.',
+  ERR_SHMBUS_UNSUPPORTED_RUNTIME: 'This runtime refuses external ArrayBuffers (V8 sandbox), so shared memory cannot be mapped.',
+  ERR_SHMBUS_LOCK_TIMEOUT: 'The namespace directory lock was held by a live process for longer than the timeout.',
+  ERR_SHMBUS_DESTINATION_DEAD: 'The endpoint is registered but its owner process has died; frames wait for a successor that takes the name over.',
+  ERR_SHMBUS_CLAIM_RECLAIMED: 'This producer stalled between claim and commit for longer than the reclaim timeout; its slot was reclaimed and the frame was not delivered.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+/** Every shmbus error. `code` is stable; `message` is for people. */
+export class BusError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+
+  override get name(): string {
+    return `BusError [${this.code}]`;
+  }
+}
+
+/** A system call failed in the addon. */
+export class SystemError extends BusError {
+  readonly syscall: string;
+  readonly errno: string;
+  readonly path: string | undefined;
+
+  constructor(message: string, syscall: string, errno: string, path: string | undefined, cause: unknown) {
+    super('ERR_SHMBUS_SYSTEM', message, { cause });
+    this.syscall = syscall;
+    this.errno = errno;
+    this.path = path;
+  }
+}
+
+/** The shape of errors thrown by the addon (Node system-error style). */
+interface NativeErrorShape {
+  code?: unknown;
+  syscall?: unknown;
+  path?: unknown;
+  message?: unknown;
+}
+
+/**
+ * Convert an error thrown by the addon into a BusError, naming what was being
+ * done (`what`). Errors of other shapes are rethrown unchanged.
+ */
+export function fromNative(err: unknown, what: string): BusError {
+  const e = err as NativeErrorShape;
+  if (e !== null && typeof e === 'object' && typeof e.code === 'string' && typeof e.syscall === 'string') {
+    const path = typeof e.path === 'string' ? e.path : undefined;
+    if (e.code === 'ENOTSUP' && e.syscall === 'napi_create_external_arraybuffer') {
+      return new BusError('ERR_SHMBUS_UNSUPPORTED_RUNTIME', `${what}: ${String(e.message)}`, { cause: err });
+    }
+    return new SystemError(`${what}: ${e.syscall} ${e.code}${path === undefined ? '' : ` ${path}`}`, e.syscall, e.code, path, err);
+  }
+  throw err;
+}
+
+/** True if `err` is a BusError with the given code. */
+export function isBusError(err: unknown, code?: ErrorCode): err is BusError {
+  return err instanceof BusError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,227 @@
+/**
+ * Every number of the shared-memory layout, in one place.
+ *
+ * This module is the code half of docs/LAYOUT.md (the prose and diagrams) and
+ * of native/layout.h (the C mirror); test/00.layout.test.ts keeps the three in
+ * step. All multi-byte fields are little-endian, naturally aligned, and are
+ * accessed as 32-bit words; "u64" counters are two u32 words, low word first.
+ * Offsets are in bytes unless the name says otherwise.
+ *
+ * A change to any value below is a layout change: bump {@link LAYOUT_VERSION}.
+ */
+
+/** Version of the byte layout described here. Written last at creation: a reader that sees it may read the rest. */
+export const LAYOUT_VERSION = 1;
+
+/** ASCII "SHMB" read as a little-endian u32: the first word of every shmbus segment. */
+export const SEGMENT_MAGIC = 0x424d4853;
+
+/** Cache-line size used for padding: producer-written and consumer-written words never share a line. */
+export const CACHE_LINE_LENGTH = 64;
+
+/** Segment kinds (the `kind` word of the common header). */
+export const SEGMENT_KIND_DIRECTORY = 1;
+export const SEGMENT_KIND_INBOX = 2;
+
+// ---------------------------------------------------------------------------
+// Common header: the first 40 bytes of every segment.
+// ---------------------------------------------------------------------------
+
+/** u32 {@link SEGMENT_MAGIC}. Written first at creation. */
+export const MAGIC_OFFSET = 0;
+/** u32 {@link SEGMENT_KIND_DIRECTORY} or {@link SEGMENT_KIND_INBOX}. */
+export const KIND_OFFSET = 4;
+/** u32 {@link LAYOUT_VERSION}; 0 while the creator is still writing the header. SYNC POINT: segment ready (release by creator, acquire by attacher). */
+export const VERSION_OFFSET = 8;
+/** u32 length of the whole header, where the first entry / slot begins. */
+export const HEADER_LENGTH_OFFSET = 12;
+/** u32 length of the whole segment (file) in bytes. */
+export const SEGMENT_LENGTH_OFFSET = 16;
+/** i32 pid of the process that created the segment. */
+export const CREATOR_PID_OFFSET = 20;
+/** u64 start time of the creator (clock ticks since boot, /proc/<pid>/stat field 22). */
+export const CREATOR_START_TIME_OFFSET = 24;
+/** u32 random number chosen at creation; a segment recreated under the same name gets another. */
+export const EPOCH_OFFSET = 32;
+/** End of the common header; kind-specific header fields follow. */
+export const COMMON_HEADER_LENGTH = 40;
+
+// ---------------------------------------------------------------------------
+// Directory segment: one per namespace, file `shmbus.<namespace>.dir`.
+// ---------------------------------------------------------------------------
+
+/** u32 number of entries in the directory. */
+export const DIR_ENTRY_COUNT_OFFSET = 40;
+/** u32 length of one entry ({@link DIR_ENTRY_LENGTH}). */
+export const DIR_ENTRY_LENGTH_OFFSET = 44;
+/** i32 registry lock: 0 = free, else the pid of the holder. CAS to take; a dead holder's lock may be taken over by CAS from its pid. */
+export const DIR_LOCK_OFFSET = 64;
+/** u32 set to 1 (under the lock) just before the last endpoint unlinks the directory file: a process still holding this mapping must reopen the namespace. */
+export const DIR_REMOVED_OFFSET = 68;
+/** u32 registrations since creation (under the lock). */
+export const DIR_REGISTRATIONS_OFFSET = 72;
+/** u32 names taken over from dead owners (under the lock). */
+export const DIR_TAKEOVERS_OFFSET = 76;
+/** Where entries begin. */
+export const DIR_HEADER_LENGTH = 128;
+
+/** Length of one directory entry: two cache lines. */
+export const DIR_ENTRY_LENGTH = 128;
+/** u32 generation: odd while the entry is being written (seqlock), incremented on every register and unregister. SYNC POINT: entry published. */
+export const ENTRY_GENERATION_OFFSET = 0;
+/** u32 {@link ENTRY_STATE_FREE} or {@link ENTRY_STATE_ACTIVE}. */
+export const ENTRY_STATE_OFFSET = 4;
+/** i32 pid of the owner. */
+export const ENTRY_OWNER_PID_OFFSET = 8;
+/** u64 start time of the owner (clock ticks since boot). */
+export const ENTRY_OWNER_START_TIME_OFFSET = 12;
+/** u32 {@link ENTRY_FLAG_RELAY} and friends. */
+export const ENTRY_FLAGS_OFFSET = 20;
+/** u32 {@link DOORBELL_FUTEX} or {@link DOORBELL_UDP}. */
+export const ENTRY_DOORBELL_KIND_OFFSET = 24;
+/** u32 UDP port on 127.0.0.1 for {@link DOORBELL_UDP}; 0 otherwise. */
+export const ENTRY_DOORBELL_PORT_OFFSET = 28;
+/** u32 slot size of the endpoint's inbox (copy of the inbox header, for `stat`). */
+export const ENTRY_SLOT_SIZE_OFFSET = 32;
+/** u32 capacity of the endpoint's inbox. */
+export const ENTRY_CAPACITY_OFFSET = 36;
+/** u32 length of the name in bytes. */
+export const ENTRY_NAME_LENGTH_OFFSET = 40;
+/** Name bytes (ASCII, {@link NAME_PATTERN}), up to {@link MAX_NAME_LENGTH}. */
+export const ENTRY_NAME_OFFSET = 64;
+
+export const ENTRY_STATE_FREE = 0;
+export const ENTRY_STATE_ACTIVE = 1;
+/** The endpoint is the namespace's transit relay. */
+export const ENTRY_FLAG_RELAY = 1;
+
+/** Ring the owner by FUTEX_WAKE on its inbox's parked word. */
+export const DOORBELL_FUTEX = 1;
+/** Ring the owner by a UDP datagram to 127.0.0.1:port. */
+export const DOORBELL_UDP = 2;
+
+export const MAX_NAME_LENGTH = 64;
+/** Endpoint names: they become part of a file name (never "." or "..", no "/", no "@"). */
+export const NAME_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/;
+/** Namespace names: no "." so that `shmbus.<namespace>.` prefixes of two namespaces never overlap. */
+export const NAMESPACE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+export const DEFAULT_DIR_ENTRY_COUNT = 256;
+export const MAX_DIR_ENTRY_COUNT = 65536;
+
+// ---------------------------------------------------------------------------
+// Inbox segment: one per endpoint, file `shmbus.<namespace>.<name>.inbox`.
+// ---------------------------------------------------------------------------
+
+/** u32 slot size in bytes (slot header + payload), multiple of 64. */
+export const INBOX_SLOT_SIZE_OFFSET = 40;
+/** u32 number of slots, a power of two. */
+export const INBOX_CAPACITY_OFFSET = 44;
+
+/** i32 tail position: next position to claim. CAS by producers. Own cache line. */
+export const INBOX_TAIL_OFFSET = 64;
+/** i32 head position: next position to consume. Written by the consumer only (release), read by batch claimers. Own cache line. */
+export const INBOX_HEAD_OFFSET = 128;
+/** i32 parked word and futex: 1 while the consumer sleeps or is about to. SYNC POINT: parked (consumer store / producer CAS). Own cache line. */
+export const INBOX_PARKED_OFFSET = 192;
+
+/** Counters written by any producer (atomic add on the low word; the adder that wraps it carries into the high word). */
+/** u64 sends refused because the inbox was full. */
+export const INBOX_REFUSED_FULL_OFFSET = 256;
+/** u64 doorbells rung (producer saw the consumer parked and woke it). */
+export const INBOX_WAKEUPS_OFFSET = 264;
+
+/** Counters written by the owner only (plain stores; readers are racy observers). */
+/** u64 frames consumed from this inbox. */
+export const INBOX_RECEIVED_OFFSET = 320;
+/** u64 claimed slots reclaimed after their producer died or stalled. */
+export const INBOX_RECLAIMED_OFFSET = 328;
+/** u64 frames skipped because their header was invalid (length out of range). */
+export const INBOX_CORRUPT_OFFSET = 336;
+/** u64 frames the owner sent (to any inbox). */
+export const INBOX_SENT_OFFSET = 344;
+/** u64 sends by the owner that were refused (destination full). */
+export const INBOX_SEND_REFUSED_OFFSET = 352;
+/** u64 times the owner parked. */
+export const INBOX_PARKS_OFFSET = 360;
+/** u64 frames discarded when this inbox replaced a dead predecessor's inbox of another geometry. */
+export const INBOX_DISCARDED_OFFSET = 368;
+
+/** Where slot 0 begins. */
+export const INBOX_HEADER_LENGTH = 448;
+
+// Slot: SLOT_HEADER_LENGTH bytes of header, then the payload.
+/** i32 sequence word (Vyukov): == position when free for that position's lap, position + 1 once committed. SYNC POINT: slot commit / slot release. */
+export const SLOT_SEQ_OFFSET = 0;
+/** i32 pid of the producer that claimed the slot; 0 when not known. Cleared by the consumer on release. */
+export const SLOT_CLAIM_PID_OFFSET = 4;
+/** u32 payload length in bytes. */
+export const SLOT_LENGTH_OFFSET = 8;
+/** u16 flags ({@link FRAME_FLAG_REMOTE} ...). */
+export const SLOT_FLAGS_OFFSET = 12;
+/** u16 source host id (0 = this host). */
+export const SLOT_SOURCE_HOST_OFFSET = 14;
+/** u32 directory index of the source endpoint on its host. */
+export const SLOT_SOURCE_INDEX_OFFSET = 16;
+/** u32 directory generation of the source endpoint when it sent (names one incarnation). */
+export const SLOT_SOURCE_GENERATION_OFFSET = 20;
+/** u32 directory index of the destination endpoint on the inbox's host. */
+export const SLOT_DESTINATION_INDEX_OFFSET = 24;
+/** u32 per-source sequence number (wraps; compare with serial-number arithmetic). */
+export const SLOT_SEQUENCE_OFFSET = 28;
+export const SLOT_HEADER_LENGTH = 32;
+
+/** The frame arrived through the transit relay from another host. */
+export const FRAME_FLAG_REMOTE = 1;
+/** The frame is a notice from the relay (e.g. undeliverable), not application data. */
+export const FRAME_FLAG_NOTICE = 2;
+/** Mask of flags applications may not set themselves. */
+export const FRAME_FLAGS_RESERVED = 0xffff;
+
+/** Source index written when the source is not a directory endpoint. */
+export const NO_INDEX = 0xffffffff;
+
+export const MIN_SLOT_SIZE = 64;
+export const MAX_SLOT_SIZE = 65536;
+export const DEFAULT_SLOT_SIZE = 256;
+export const MIN_CAPACITY = 2;
+export const MAX_CAPACITY = 1 << 20;
+export const DEFAULT_CAPACITY = 1024;
+/** Largest segment this version creates or attaches (bytes). */
+export const MAX_SEGMENT_LENGTH = 1 << 30;
+
+/** Default time a claimed-but-uncommitted slot may block the head while its producer is alive. */
+export const DEFAULT_RECLAIM_TIMEOUT_MS = 2000;
+
+/** Byte offset of slot `index` (0 <= index < capacity) in an inbox with `slotSize`. */
+export function slotOffset(index: number, slotSize: number): number {
+  return INBOX_HEADER_LENGTH + index * slotSize;
+}
+
+/** Byte offset of directory entry `index`. */
+export function entryOffset(index: number): number {
+  return DIR_HEADER_LENGTH + index * DIR_ENTRY_LENGTH;
+}
+
+/** Total length of an inbox segment. */
+export function inboxSegmentLength(slotSize: number, capacity: number): number {
+  return INBOX_HEADER_LENGTH + slotSize * capacity;
+}
+
+/** Total length of a directory segment. */
+export function directorySegmentLength(entryCount: number): number {
+  return DIR_HEADER_LENGTH + entryCount * DIR_ENTRY_LENGTH;
+}
+
+/** File name (within the namespace directory) of a namespace's directory segment. */
+export function directoryFileName(namespace: string): string {
+  return `shmbus.${namespace}.dir`;
+}
+
+/** File name of an endpoint's inbox segment. */
+export function inboxFileName(namespace: string, name: string): string {
+  return `shmbus.${namespace}.${name}.inbox`;
+}
+
+/** Prefix shared by every file of every namespace (used by `shmbus gc`). */
+export const FILE_PREFIX = 'shmbus.';

@@ -1,0 +1,105 @@
+/**
+ * The one typed door to the C++ addon (`build/Release/shmbus.node`).
+ *
+ * Nothing else in the project loads the addon: everything above this file sees
+ * only the {@link NativeBinding} interface. The addon does what JavaScript
+ * cannot: map shared memory, wait on and wake a futex across processes, and
+ * ask the kernel whether a pid is alive. Ring logic stays in TypeScript.
+ *
+ * Errors thrown by the addon are plain `Error`s carrying `code` (the errno
+ * name, e.g. `ENOENT`), `errno` (the positive number), `syscall` and, where a
+ * file is involved, `path` — the shape of Node's own system errors. The layers
+ * above wrap them into `BusError`s with the original as `cause`.
+ */
+
+/** Result of one armed futex wait, delivered to the waiter's callback. */
+export enum WaitResult {
+  /** `FUTEX_WAKE` woke the waiter (or a spurious wake-up; callers re-check). */
+  Woken = 0,
+  /** The timeout passed first. */
+  TimedOut = 1,
+  /** The word did not hold the expected value when the wait began (`EAGAIN`). */
+  NotEqual = 2,
+  /** The waiter was closed while armed. */
+  Closed = 3,
+}
+
+/**
+ * A native thread that parks on one 32-bit futex word inside a mapping and
+ * reports to the JS thread (through a thread-safe function) when it returns.
+ * Armed = the thread is waiting, and the waiter holds the event loop open.
+ */
+export interface NativeWaiter {
+  /**
+   * Arm the waiter: the thread calls `futex(FUTEX_WAIT, expected, timeout)` on
+   * the word and then invokes the callback given at construction once, on the
+   * JS thread, with a {@link WaitResult}. `timeoutMs < 0` waits without limit.
+   * Throws `EBUSY` if already armed.
+   */
+  wait(expected: number, timeoutMs: number): void;
+  /** True while a wait is armed and its callback has not run yet. */
+  readonly armed: boolean;
+  /**
+   * Stop the thread and release the event loop. Wakes an armed wait (its
+   * callback then runs with {@link WaitResult.Closed}). Idempotent. Must be
+   * called before the mapping is unmapped.
+   */
+  close(): void;
+}
+
+export interface NativeBinding {
+  /** Page size in bytes (sysconf(_SC_PAGESIZE)). */
+  readonly pageSize: number;
+  /**
+   * `open(path, O_RDWR|O_CREAT|O_EXCL|O_CLOEXEC, mode)`, `ftruncate(size)`,
+   * `mmap(PROT_READ|PROT_WRITE, MAP_SHARED)`, `close(fd)`. On any failure after
+   * the file exists it is unlinked again. The mapping is returned as an external
+   * ArrayBuffer of exactly `size` bytes, zero-filled.
+   */
+  create(path: string, size: number, mode: number): ArrayBuffer;
+  /**
+   * `open(path, O_RDWR|O_CLOEXEC)`, `fstat`, `mmap` of the whole file as it is
+   * now, `close(fd)`. A file of zero length throws `ENODATA` (syscall `mmap`):
+   * it is being created, or is not a segment.
+   */
+  open(path: string): ArrayBuffer;
+  /**
+   * `munmap` now and detach the ArrayBuffer (its byteLength becomes 0, so every
+   * typed array over it becomes empty instead of pointing at freed pages).
+   * Idempotent; mappings never unmapped explicitly are unmapped when collected.
+   */
+  unmap(buffer: ArrayBuffer): void;
+  /** `unlink(path)`. */
+  unlink(path: string): void;
+  /**
+   * `futex(FUTEX_WAKE)` (shared, not private) on the 32-bit word at
+   * `byteOffset` (multiple of 4) of a mapping. Returns the number woken.
+   */
+  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
+  /** Creates a {@link NativeWaiter} on the word at `byteOffset` of `buffer`. */
+  createWaiter(buffer: ArrayBuffer, byteOffset: number, callback: (result: WaitResult) => void): NativeWaiter;
+  /**
+   * Start time of process `pid` in clock ticks since boot (field 22 of
+   * `/proc/<pid>/stat`), or -1 if no such process exists. Together with the pid
+   * it names one process for the life of the machine (pids are reused, start
+   * times of a reused pid differ).
+   */
+  processStartTime(pid: number): number;
+}
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * The addon is built by `npm install` (node-gyp rebuild) into build/Release at
+ * the package root. This file runs from src/ (tsx) or from dist/src/ (compiled).
+ */
+function locateAddon(): string {
+  const candidates = [join(__dirname, '..', 'build', 'Release', 'shmbus.node'), join(__dirname, '..', '..', 'build', 'Release', 'shmbus.node')];
+  for (const candidate of candidates) if (existsSync(candidate)) return candidate;
+  throw new Error(`shmbus: native addon not built (looked for ${candidates.join(', ')}); run npm install`);
+}
+
+const binding = require(locateAddon()) as NativeBinding;
+
+export default binding;

@@ -1,0 +1,136 @@
+/**
+ * Option validation at the public boundary: one validator per option, each
+ * message naming the option, what was expected and what was received. The
+ * result is frozen and fully defaulted, so nothing below re-validates.
+ */
+import { BusError } from './errors';
+import {
+  DEFAULT_CAPACITY,
+  DEFAULT_DIR_ENTRY_COUNT,
+  DEFAULT_RECLAIM_TIMEOUT_MS,
+  DEFAULT_SLOT_SIZE,
+  MAX_CAPACITY,
+  MAX_DIR_ENTRY_COUNT,
+  MAX_SLOT_SIZE,
+  MIN_CAPACITY,
+  MIN_SLOT_SIZE,
+  NAME_PATTERN,
+  NAMESPACE_PATTERN,
+  SLOT_HEADER_LENGTH,
+} from './layout';
+import { validCapacity, validSlotSize } from './segment';
+
+export const DEFAULT_NAMESPACE = 'default';
+export const DEFAULT_DIR = '/dev/shm';
+export const DEFAULT_MODE = 0o600;
+export const DEFAULT_LOCK_TIMEOUT_MS = 2000;
+
+/** Options of {@link Bus.open}. */
+export interface BusOptions {
+  /** Endpoint name, unique in the namespace while its owner lives: 1-64 of `A-Z a-z 0-9 _ - .`, not starting with `.`. */
+  name: string;
+  /** Namespace (default `default`, or `SHMBUS_NAMESPACE`): 1-64 of `A-Z a-z 0-9 _ -`. Two namespaces never see each other. */
+  namespace?: string;
+  /** Folder for the segment files (default `/dev/shm`, or `SHMBUS_DIR`). */
+  dir?: string;
+  /** Bytes per inbox slot, frame header (32 B) included: a multiple of 64 in [64, 65536]. Default 256. */
+  slotSize?: number;
+  /** Inbox slots, a power of two in [2, 1048576]. Default 1024. */
+  capacity?: number;
+  /** File mode of created segments (default 0o600; 0o660 to share with a group). */
+  mode?: number;
+  /** How long a claimed, uncommitted slot may block the inbox while its producer is alive (ms, default 2000). A dead producer's slot is reclaimed at once. */
+  reclaimTimeoutMs?: number;
+  /** Entries of the namespace directory, if this open creates it (default 256). */
+  directoryEntries?: number;
+  /** How long to wait for the directory lock held by a live process (ms, default 2000). */
+  lockTimeoutMs?: number;
+}
+
+export interface ResolvedBusOptions {
+  readonly name: string;
+  readonly namespace: string;
+  readonly dir: string;
+  readonly slotSize: number;
+  readonly capacity: number;
+  readonly mode: number;
+  readonly reclaimTimeoutMs: number;
+  readonly directoryEntries: number;
+  readonly lockTimeoutMs: number;
+}
+
+function invalid(option: string, expected: string, received: unknown): BusError {
+  let shown: string;
+  try {
+    shown = typeof received === 'string' ? JSON.stringify(received) : String(received);
+  } catch {
+    shown = typeof received;
+  }
+  return new BusError('ERR_SHMBUS_INVALID_OPTION', `option "${option}" must be ${expected}; received ${shown}`);
+}
+
+export function validateName(value: unknown, option = 'name'): string {
+  if (typeof value !== 'string' || !NAME_PATTERN.test(value)) {
+    throw invalid(option, '1-64 characters of A-Z a-z 0-9 _ - . not starting with "."', value);
+  }
+  return value;
+}
+
+export function validateNamespace(value: unknown, option = 'namespace'): string {
+  if (typeof value !== 'string' || !NAMESPACE_PATTERN.test(value)) throw invalid(option, '1-64 characters of A-Z a-z 0-9 _ -', value);
+  return value;
+}
+
+export function validateDir(value: unknown, option = 'dir'): string {
+  if (typeof value !== 'string' || !value.startsWith('/')) throw invalid(option, 'an absolute folder path', value);
+  return value;
+}
+
+export function validateSlotSize(value: unknown, option = 'slotSize'): number {
+  if (typeof value !== 'number' || !validSlotSize(value)) throw invalid(option, `a multiple of 64 in [${MIN_SLOT_SIZE}, ${MAX_SLOT_SIZE}] (frame header of ${SLOT_HEADER_LENGTH} B included)`, value);
+  return value;
+}
+
+export function validateCapacity(value: unknown, option = 'capacity'): number {
+  if (typeof value !== 'number' || !validCapacity(value)) throw invalid(option, `a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}]`, value);
+  return value;
+}
+
+export function validateMode(value: unknown, option = 'mode'): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0o777 || (value & 0o600) !== 0o600) {
+    throw invalid(option, 'a file mode in [0, 0o777] that lets the owner read and write (e.g. 0o600, 0o660)', value);
+  }
+  return value;
+}
+
+export function validateDurationMs(value: unknown, option: string, min = 1, max = 3_600_000): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) throw invalid(option, `a number of milliseconds in [${min}, ${max}]`, value);
+  return value;
+}
+
+export function validateEntryCount(value: unknown, option = 'directoryEntries'): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_DIR_ENTRY_COUNT) throw invalid(option, `an integer in [1, ${MAX_DIR_ENTRY_COUNT}]`, value);
+  return value;
+}
+
+/** Validate and default the options of Bus.open. */
+export function resolveBusOptions(options: unknown): ResolvedBusOptions {
+  if (options === null || typeof options !== 'object') throw invalid('options', 'an object', options);
+  const o = options as Record<string, unknown>;
+  const known = new Set(['name', 'namespace', 'dir', 'slotSize', 'capacity', 'mode', 'reclaimTimeoutMs', 'directoryEntries', 'lockTimeoutMs']);
+  for (const key of Object.keys(o)) {
+    if (!known.has(key)) throw invalid(key, `absent (unknown option; known: ${[...known].join(', ')})`, o[key]);
+  }
+  const env = process.env;
+  return Object.freeze({
+    name: validateName(o.name),
+    namespace: validateNamespace(o.namespace ?? env.SHMBUS_NAMESPACE ?? DEFAULT_NAMESPACE),
+    dir: validateDir(o.dir ?? env.SHMBUS_DIR ?? DEFAULT_DIR),
+    slotSize: validateSlotSize(o.slotSize ?? DEFAULT_SLOT_SIZE),
+    capacity: validateCapacity(o.capacity ?? DEFAULT_CAPACITY),
+    mode: validateMode(o.mode ?? DEFAULT_MODE),
+    reclaimTimeoutMs: validateDurationMs(o.reclaimTimeoutMs ?? DEFAULT_RECLAIM_TIMEOUT_MS, 'reclaimTimeoutMs'),
+    directoryEntries: validateEntryCount(o.directoryEntries ?? DEFAULT_DIR_ENTRY_COUNT),
+    lockTimeoutMs: validateDurationMs(o.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
+  });
+}

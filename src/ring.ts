@@ -1,0 +1,491 @@
+/**
+ * FrameRing: a bounded many-producer / one-consumer queue of fixed-size slots
+ * in one inbox segment.
+ *
+ * The algorithm is Vyukov's bounded queue with a per-slot sequence word,
+ * specialised to one consumer and hardened against producers that die:
+ *
+ *   slot.seq == p        slot is free for position p (p's lap)
+ *   slot.seq == p + 1    the frame at position p is committed
+ *
+ * Producer: read `tail` = p; if slot(p).seq == p, CAS tail p -> p+1 (the claim);
+ *   write the slot header and payload; CAS slot(p).seq p -> p+1 (the commit).
+ *   A frame is visible when its slot's sequence becomes position + 1.
+ * Consumer: at `head` = p, if slot(p).seq == p+1 read the frame, clear the claim
+ *   pid, store slot(p).seq = p + capacity (the release: free for the next lap),
+ *   head = p+1.
+ * Reclaim: if head's slot stays claimed but uncommitted (tail > head,
+ *   slot.seq == head) because its producer died (pid gone) or stalled longer than
+ *   `reclaimTimeoutMs`, the consumer CASes slot.seq head -> head + capacity and
+ *   moves on, counting it. A stalled producer that wakes up later finds its
+ *   commit CAS failing and reports the frame as not delivered.
+ *
+ * Positions are 32-bit and wrap; every comparison uses the signed difference.
+ * All cross-process words are accessed with Atomics (sequentially consistent),
+ * which also gives the doorbell its Dekker-style guarantee: the consumer stores
+ * parked=1 then re-checks the head slot; a producer commits then loads parked;
+ * at least one of them sees the other, so no wake-up is lost.
+ *
+ * The ring knows nothing of files, names or doorbells: it works on any
+ * ArrayBuffer laid out as an inbox segment (see layout.ts), which is how the
+ * unit tests drive it.
+ */
+import {
+  INBOX_CAPACITY_OFFSET,
+  INBOX_CORRUPT_OFFSET,
+  INBOX_HEAD_OFFSET,
+  INBOX_HEADER_LENGTH,
+  INBOX_PARKED_OFFSET,
+  INBOX_PARKS_OFFSET,
+  INBOX_RECEIVED_OFFSET,
+  INBOX_RECLAIMED_OFFSET,
+  INBOX_REFUSED_FULL_OFFSET,
+  INBOX_SLOT_SIZE_OFFSET,
+  INBOX_TAIL_OFFSET,
+  INBOX_WAKEUPS_OFFSET,
+  SLOT_CLAIM_PID_OFFSET,
+  SLOT_DESTINATION_INDEX_OFFSET,
+  SLOT_FLAGS_OFFSET,
+  SLOT_HEADER_LENGTH,
+  SLOT_LENGTH_OFFSET,
+  SLOT_SEQ_OFFSET,
+  SLOT_SEQUENCE_OFFSET,
+  SLOT_SOURCE_GENERATION_OFFSET,
+  SLOT_SOURCE_INDEX_OFFSET,
+  slotOffset,
+} from './layout';
+import { BusError } from './errors';
+
+/** Results of {@link FrameRing.offer}. */
+export const OFFER_FULL = 0;
+export const OFFER_OK = 1;
+/** Committed, and the consumer was parked: this producer took the bell and must ring it. */
+export const OFFER_OK_RING = 2;
+export type OfferResult = typeof OFFER_FULL | typeof OFFER_OK | typeof OFFER_OK_RING;
+
+const WORD = 4;
+
+/**
+ * One frame as seen by a consumer, valid only inside the handler call that
+ * received it (the slot is released when the handler returns). A flyweight:
+ * the same object is reused for every frame of a poll.
+ */
+export class FrameView {
+  /** The whole mapping; the payload is `bytes[payloadOffset .. payloadOffset + length)`. */
+  bytes: Uint8Array = new Uint8Array(0);
+  payloadOffset = 0;
+  length = 0;
+  flags = 0;
+  sourceHost = 0;
+  sourceIndex = 0;
+  sourceGeneration = 0;
+  destinationIndex = 0;
+  sequence = 0;
+
+  /** A view of the payload (allocates a Uint8Array header, not a copy). */
+  get payload(): Uint8Array {
+    return this.bytes.subarray(this.payloadOffset, this.payloadOffset + this.length);
+  }
+
+  /** A copy of the payload that outlives the handler call. */
+  copyPayload(): Uint8Array {
+    return this.bytes.slice(this.payloadOffset, this.payloadOffset + this.length);
+  }
+}
+
+export type FrameHandler = (frame: FrameView) => void;
+
+/** Producer-side identity stamped into each slot header. */
+export interface ProducerStamp {
+  sourceIndex: number;
+  sourceGeneration: number;
+  sourceHost: number;
+  flags: number;
+}
+
+/** How a consumer decides whether a claiming producer is gone. */
+export type LivenessCheck = (pid: number) => boolean;
+
+export interface ConsumerOptions {
+  /** How long a claimed-but-uncommitted slot may block the head while its producer is alive. */
+  reclaimTimeoutMs: number;
+  /** Is this pid alive? Called only on the slow path (a stuck head). */
+  isAlive: LivenessCheck;
+  /** Monotonic clock in ms (performance.now by default; tests inject their own). */
+  now?: () => number;
+}
+
+/** Reads a u64 counter stored as two u32 words (low first). Racy observer. */
+export function readU64(u32: Uint32Array, byteOffset: number): number {
+  const i = byteOffset >>> 2;
+  return u32[i + 1]! * 0x1_0000_0000 + u32[i]!;
+}
+
+/** Adds to a u64 counter written by one writer only (plain stores). */
+export function addU64(u32: Uint32Array, byteOffset: number, n: number): void {
+  const i = byteOffset >>> 2;
+  const sum = u32[i]! + n;
+  u32[i] = sum >>> 0;
+  if (sum > 0xffffffff) u32[i + 1] = (u32[i + 1]! + Math.floor(sum / 0x1_0000_0000)) >>> 0;
+}
+
+/** Increments a u64 counter shared by many writers: atomic add on the low word, the wrapper carries. */
+export function incrementSharedU64(u32: Uint32Array, byteOffset: number): void {
+  const i = byteOffset >>> 2;
+  if (Atomics.add(u32, i, 1) === 0xffffffff) Atomics.add(u32, i + 1, 1);
+}
+
+export class FrameRing {
+  readonly capacity: number;
+  readonly slotSize: number;
+  /** Largest payload one slot holds. */
+  readonly maxPayload: number;
+  readonly mask: number;
+  readonly bytes: Uint8Array;
+  private readonly i32: Int32Array;
+  private readonly u32: Uint32Array;
+  private readonly slotWords: number;
+  private readonly pid: number;
+
+  // Consumer state (only meaningful in the owner's instance).
+  private head: number;
+  private readonly view = new FrameView();
+  private stuckPosition = 0;
+  private stuckSince = -1;
+  private consumer: ConsumerOptions | null = null;
+  private now: () => number = () => performance.now();
+
+  /** Position claimed by the last successful {@link claimBatch}. */
+  batchPosition = 0;
+
+  /**
+   * Wrap an inbox segment whose header has already been validated (segment.ts
+   * checks magic, version, sizes and that the buffer is long enough).
+   */
+  constructor(buffer: ArrayBuffer, pid: number = process.pid) {
+    this.i32 = new Int32Array(buffer);
+    this.u32 = new Uint32Array(buffer);
+    this.bytes = new Uint8Array(buffer);
+    this.slotSize = this.u32[INBOX_SLOT_SIZE_OFFSET / WORD]!;
+    this.capacity = this.u32[INBOX_CAPACITY_OFFSET / WORD]!;
+    this.mask = this.capacity - 1;
+    this.maxPayload = this.slotSize - SLOT_HEADER_LENGTH;
+    this.slotWords = this.slotSize / WORD;
+    this.pid = pid;
+    this.head = Atomics.load(this.i32, INBOX_HEAD_OFFSET / WORD);
+    this.view.bytes = this.bytes;
+  }
+
+  /**
+   * Write the ring part of a fresh inbox header and every slot's initial
+   * sequence (slot i free for position i). The caller (segment creation) owns
+   * the common header and publishes the version afterwards.
+   */
+  static format(buffer: ArrayBuffer, slotSize: number, capacity: number): void {
+    const u32 = new Uint32Array(buffer);
+    const i32 = new Int32Array(buffer);
+    u32[INBOX_SLOT_SIZE_OFFSET / WORD] = slotSize;
+    u32[INBOX_CAPACITY_OFFSET / WORD] = capacity;
+    for (let i = 0; i < capacity; i++) i32[(slotOffset(i, slotSize) + SLOT_SEQ_OFFSET) / WORD] = i;
+    Atomics.store(i32, INBOX_TAIL_OFFSET / WORD, 0);
+    Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, 0);
+  }
+
+  private seqIndex(position: number): number {
+    return (INBOX_HEADER_LENGTH / WORD) + (position & this.mask) * this.slotWords;
+  }
+
+  // -------------------------------------------------------------------------
+  // Producer side
+  // -------------------------------------------------------------------------
+
+  /**
+   * Claim, fill and commit one slot. Returns {@link OFFER_FULL} (nothing
+   * written, refusal counted in the inbox), {@link OFFER_OK}, or
+   * {@link OFFER_OK_RING} when the consumer is parked and this caller must ring
+   * its doorbell. The payload must already be checked against maxPayload.
+   */
+  offer(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array): OfferResult {
+    const position = this.claim();
+    if (position === -1) {
+      incrementSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET);
+      return OFFER_FULL;
+    }
+    this.write(position, stamp, destinationIndex, sequence, payload);
+    return this.commit(position);
+  }
+
+  /**
+   * Claim one slot: returns its position, or -1 if the ring is full. The slot
+   * must then be written and committed; until then it blocks the consumer
+   * (and is reclaimed if this process dies or stalls).
+   */
+  claim(): number {
+    const i32 = this.i32;
+    const tailIndex = INBOX_TAIL_OFFSET / WORD;
+    for (;;) {
+      const position = Atomics.load(i32, tailIndex);
+      const seqIndex = this.seqIndex(position);
+      // SYNC POINT: slot release (acquire side: the consumer is done with this slot).
+      const dif = (Atomics.load(i32, seqIndex) - position) | 0;
+      if (dif === 0) {
+        if (Atomics.compareExchange(i32, tailIndex, position, (position + 1) | 0) === position) {
+          i32[seqIndex + SLOT_CLAIM_PID_OFFSET / WORD] = this.pid;
+          return position;
+        }
+      } else if (dif < 0) {
+        return -1;
+      }
+      // dif > 0: another producer claimed this position first; reload tail.
+    }
+  }
+
+  /**
+   * Claim up to `max` consecutive slots with one CAS. Returns how many were
+   * claimed (0 = full); the first position is left in {@link batchPosition}.
+   * Uses the published head, so it may see less room than there is, never more.
+   */
+  claimBatch(max: number): number {
+    const i32 = this.i32;
+    const tailIndex = INBOX_TAIL_OFFSET / WORD;
+    for (;;) {
+      const position = Atomics.load(i32, tailIndex);
+      // SYNC POINT: head published (acquire): every position before head + capacity is released.
+      const head = Atomics.load(i32, INBOX_HEAD_OFFSET / WORD);
+      const room = this.capacity - ((position - head) | 0);
+      const count = room < max ? room : max;
+      if (count <= 0) return 0;
+      if (Atomics.compareExchange(i32, tailIndex, position, (position + count) | 0) === position) {
+        for (let k = 0; k < count; k++) {
+          i32[this.seqIndex(position + k) + SLOT_CLAIM_PID_OFFSET / WORD] = this.pid;
+        }
+        this.batchPosition = position;
+        return count;
+      }
+    }
+  }
+
+  /** Fill a claimed slot's header and payload. */
+  write(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array): void {
+    const base = this.seqIndex(position);
+    const u32 = this.u32;
+    const length = payload.length;
+    u32[base + SLOT_LENGTH_OFFSET / WORD] = length;
+    u32[base + SLOT_FLAGS_OFFSET / WORD] = (stamp.flags & 0xffff) | (stamp.sourceHost << 16);
+    u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
+    u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
+    u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
+    u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
+    const start = base * WORD + SLOT_HEADER_LENGTH;
+    if (length <= 16) {
+      const bytes = this.bytes;
+      for (let k = 0; k < length; k++) bytes[start + k] = payload[k]!;
+    } else {
+      this.bytes.set(payload, start);
+    }
+  }
+
+  /** Byte offset of a claimed slot's payload, for producers that write in place. */
+  payloadOffset(position: number): number {
+    return this.seqIndex(position) * WORD + SLOT_HEADER_LENGTH;
+  }
+
+  /**
+   * Publish a claimed, written slot. Returns {@link OFFER_OK_RING} when the
+   * consumer is parked and the caller must ring its doorbell. Throws
+   * ERR_SHMBUS_CLAIM_RECLAIMED if the consumer reclaimed the slot meanwhile.
+   */
+  commit(position: number): OfferResult {
+    const i32 = this.i32;
+    // SYNC POINT: slot commit (release: header and payload are visible before the sequence).
+    if (Atomics.compareExchange(i32, this.seqIndex(position), position, (position + 1) | 0) !== position) {
+      throw new BusError('ERR_SHMBUS_CLAIM_RECLAIMED', `slot for position ${position} was reclaimed before this producer committed it (stalled longer than the reclaim timeout)`);
+    }
+    // SYNC POINT: parked (producer side: load after the commit).
+    if (Atomics.load(i32, INBOX_PARKED_OFFSET / WORD) !== 0 && Atomics.compareExchange(i32, INBOX_PARKED_OFFSET / WORD, 1, 0) === 1) {
+      incrementSharedU64(this.u32, INBOX_WAKEUPS_OFFSET);
+      return OFFER_OK_RING;
+    }
+    return OFFER_OK;
+  }
+
+  /** Count a refusal made outside {@link offer} (e.g. a batch that did not fit). */
+  countRefused(n = 1): void {
+    for (let k = 0; k < n; k++) incrementSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET);
+  }
+
+  // -------------------------------------------------------------------------
+  // Consumer side (the owner only)
+  // -------------------------------------------------------------------------
+
+  /** Make this instance the consumer. */
+  attachConsumer(options: ConsumerOptions): void {
+    this.consumer = options;
+    if (options.now) this.now = options.now;
+    const i32 = this.i32;
+    const published = Atomics.load(i32, INBOX_HEAD_OFFSET / WORD);
+    // A consumer that died inside poll() may have released slots without
+    // publishing head; released slots hold position + capacity (+1 if already
+    // committed again one lap ahead). Skip them.
+    let head = published;
+    for (let k = 0; k < this.capacity; k++) {
+      const dif = (Atomics.load(i32, this.seqIndex(head)) - head) | 0;
+      if (dif !== this.capacity && dif !== this.capacity + 1) break;
+      head = (head + 1) | 0;
+    }
+    this.head = head;
+    if (head !== published) Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
+  }
+
+  /**
+   * Hand up to `limit` committed frames to `handler`, in order, releasing each
+   * slot after the handler returns (if the handler throws, that frame counts as
+   * consumed and the error propagates). Returns the number handed over.
+   */
+  poll(handler: FrameHandler, limit: number): number {
+    const i32 = this.i32;
+    const u32 = this.u32;
+    const view = this.view;
+    const maxPayload = this.maxPayload;
+    const capacity = this.capacity;
+    let head = this.head;
+    let delivered = 0;
+    let corrupt = 0;
+    try {
+      while (delivered < limit) {
+        const base = this.seqIndex(head);
+        // SYNC POINT: slot commit (acquire side).
+        const dif = (Atomics.load(i32, base) - ((head + 1) | 0)) | 0;
+        if (dif !== 0) {
+          if (dif < 0 && this.reclaimIfStuck(head, base)) {
+            head = (head + 1) | 0;
+            continue;
+          }
+          break;
+        }
+        const length = u32[base + SLOT_LENGTH_OFFSET / WORD]!;
+        // Every length read from shared memory is checked: a corrupt one is skipped and counted.
+        const valid = length <= maxPayload;
+        if (valid) {
+          const flagsWord = u32[base + SLOT_FLAGS_OFFSET / WORD]!;
+          view.payloadOffset = base * WORD + SLOT_HEADER_LENGTH;
+          view.length = length;
+          view.flags = flagsWord & 0xffff;
+          view.sourceHost = flagsWord >>> 16;
+          view.sourceIndex = u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD]!;
+          view.sourceGeneration = u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD]!;
+          view.destinationIndex = u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD]!;
+          view.sequence = u32[base + SLOT_SEQUENCE_OFFSET / WORD]!;
+          delivered++;
+        } else {
+          corrupt++;
+        }
+        try {
+          if (valid) handler(view);
+        } finally {
+          i32[base + SLOT_CLAIM_PID_OFFSET / WORD] = 0;
+          // SYNC POINT: slot release (free for the position one lap ahead).
+          Atomics.store(i32, base, (head + capacity) | 0);
+          head = (head + 1) | 0;
+        }
+      }
+    } finally {
+      if (head !== this.head) {
+        this.head = head;
+        // SYNC POINT: head published (release).
+        Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
+        if (delivered > 0) addU64(u32, INBOX_RECEIVED_OFFSET, delivered);
+        if (corrupt > 0) addU64(u32, INBOX_CORRUPT_OFFSET, corrupt);
+      }
+    }
+    return delivered;
+  }
+
+  /**
+   * The head slot is not committed. If a producer holds it (tail is past head)
+   * and is dead, or has held it past the reclaim timeout, reclaim it.
+   */
+  private reclaimIfStuck(head: number, base: number): boolean {
+    const consumer = this.consumer;
+    if (consumer === null) return false;
+    const i32 = this.i32;
+    if (Atomics.load(i32, INBOX_TAIL_OFFSET / WORD) === head) {
+      this.stuckSince = -1;
+      return false; // empty
+    }
+    const now = this.now();
+    if (this.stuckSince < 0 || this.stuckPosition !== head) {
+      this.stuckPosition = head;
+      this.stuckSince = now;
+    }
+    const pid = Atomics.load(i32, base + SLOT_CLAIM_PID_OFFSET / WORD);
+    const dead = pid !== 0 && pid !== this.pid && !consumer.isAlive(pid);
+    if (!dead && now - this.stuckSince < consumer.reclaimTimeoutMs) return false;
+    // The producer is gone or too slow: free the slot for the next lap. If it
+    // committed in the meantime the CAS fails and the frame is read normally.
+    if (Atomics.compareExchange(i32, base, head, (head + this.capacity) | 0) !== head) return false;
+    i32[base + SLOT_CLAIM_PID_OFFSET / WORD] = 0;
+    addU64(this.u32, INBOX_RECLAIMED_OFFSET, 1);
+    this.stuckSince = -1;
+    return true;
+  }
+
+  /**
+   * If the head is blocked by a claimed slot, milliseconds until it may be
+   * reclaimed by timeout (the consumer should poll again by then); else -1.
+   */
+  stuckDeadlineMs(): number {
+    if (this.stuckSince < 0 || this.consumer === null) return -1;
+    if (this.stuckPosition !== this.head) return -1;
+    return Math.max(0, this.stuckSince + this.consumer.reclaimTimeoutMs - this.now());
+  }
+
+  /** True if a committed frame waits at the head. */
+  hasFrame(): boolean {
+    const head = this.head;
+    return Atomics.load(this.i32, this.seqIndex(head)) === ((head + 1) | 0);
+  }
+
+  /**
+   * True if a producer has claimed the head slot without committing it yet. A
+   * parked consumer must then sleep with a timeout: if that producer died, no
+   * commit will ring the bell and only a poll can reclaim the slot.
+   */
+  inFlight(): boolean {
+    return Atomics.load(this.i32, INBOX_TAIL_OFFSET / WORD) !== this.head;
+  }
+
+  /** Frames claimed but not yet consumed (tail - head). Racy observer. */
+  depth(): number {
+    return (Atomics.load(this.i32, INBOX_TAIL_OFFSET / WORD) - Atomics.load(this.i32, INBOX_HEAD_OFFSET / WORD)) | 0;
+  }
+
+  /**
+   * Announce that the consumer is about to sleep. Returns false (and clears
+   * the flag) if a committed frame waits, so it must not sleep. A slot that is
+   * claimed but not yet committed does not prevent sleeping: its commit will
+   * see the flag and ring; but see {@link inFlight}.
+   */
+  prepareToPark(): boolean {
+    const i32 = this.i32;
+    // SYNC POINT: parked (consumer side: store before re-checking the head slot).
+    Atomics.store(i32, INBOX_PARKED_OFFSET / WORD, 1);
+    const head = this.head;
+    if (Atomics.load(i32, this.seqIndex(head)) === ((head + 1) | 0)) {
+      Atomics.store(i32, INBOX_PARKED_OFFSET / WORD, 0);
+      return false;
+    }
+    addU64(this.u32, INBOX_PARKS_OFFSET, 1);
+    return true;
+  }
+
+  /** The consumer is awake again (after a wake-up, a timeout, or giving up on sleeping). */
+  unpark(): void {
+    Atomics.store(this.i32, INBOX_PARKED_OFFSET / WORD, 0);
+  }
+
+  /** Is the consumer parked? Racy observer. */
+  isParked(): boolean {
+    return Atomics.load(this.i32, INBOX_PARKED_OFFSET / WORD) !== 0;
+  }
+}
