@@ -268,10 +268,7 @@ export class Bus extends EventEmitter {
         return true;
       }
       const remaining = deadline - performance.now();
-      if (remaining <= 0) {
-        addU64(this.segment.u32, INBOX_SEND_REFUSED_OFFSET, 1);
-        return false;
-      }
+      if (remaining <= 0) return this.refused(route, 1);
       if (delayMs === 0) await yieldToLoop();
       else await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, remaining)));
       delayMs = delayMs === 0 ? 1 : Math.min(delayMs * 2, 5);
@@ -281,10 +278,10 @@ export class Bus extends EventEmitter {
     }
   }
 
+  /** Count `n` refused frames on both sides; throw instead if the destination's owner died. */
   private refused(route: Route, n: number): false {
     addU64(this.segment.u32, INBOX_SEND_REFUSED_OFFSET, n);
-    // The offer already counted one refusal in the destination; count the rest of a batch.
-    if (n > 1) route.ring.countRefused(n - 1);
+    route.ring.countRefused(n);
     const now = performance.now();
     if (now - route.lastLivenessCheck > LIVENESS_RECHECK_MS) {
       route.lastLivenessCheck = now;
@@ -390,7 +387,7 @@ export class Bus extends EventEmitter {
     try {
       await this.sleeper.sleep(ring.inFlight() ? IN_FLIGHT_RECHECK_MS : -1);
     } finally {
-      ring.unpark();
+      if (!this.closed) ring.unpark();
     }
   }
 

@@ -309,16 +309,57 @@ export class Directory {
       const u32 = this.segment.u32;
       const base = entryOffset(index) / WORD;
       if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) !== generation) return false;
-      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 1) >>> 0);
-      Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
-      Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, 0);
-      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 2) >>> 0);
+      this.freeLocked(index, generation);
       cleanup();
-      if (this.entries().length === 0) {
-        Atomics.store(u32, DIR_REMOVED_OFFSET / WORD, 1);
-        unlinkQuiet(this.path);
-      }
+      this.removeIfEmptyLocked();
       return true;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /**
+   * Free every entry whose owner is dead (`cleanup` runs under the lock for
+   * each, to remove its inbox), then remove the directory file if no entry is
+   * left. Returns the entries freed.
+   */
+  reapDead(cleanup: (entry: EntryInfo) => void): EntryInfo[] {
+    this.lock();
+    try {
+      const reaped: EntryInfo[] = [];
+      for (const entry of this.entries()) {
+        if (isProcessAlive(entry.ownerPid, entry.ownerStartTime)) continue;
+        this.freeLocked(entry.index, entry.generation);
+        cleanup(entry);
+        reaped.push(entry);
+      }
+      this.removeIfEmptyLocked();
+      return reaped;
+    } finally {
+      this.unlock();
+    }
+  }
+
+  private freeLocked(index: number, generation: number): void {
+    const u32 = this.segment.u32;
+    const base = entryOffset(index) / WORD;
+    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 1) >>> 0);
+    Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
+    Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, 0);
+    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 2) >>> 0);
+  }
+
+  private removeIfEmptyLocked(): void {
+    if (this.removed || this.entries().length > 0) return;
+    Atomics.store(this.segment.u32, DIR_REMOVED_OFFSET / WORD, 1);
+    unlinkQuiet(this.path);
+  }
+
+  /** Run `fn` holding the registry lock (for maintenance such as `shmbus gc`). */
+  withLock<T>(fn: () => T): T {
+    this.lock();
+    try {
+      return fn();
     } finally {
       this.unlock();
     }

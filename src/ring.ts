@@ -201,16 +201,14 @@ export class FrameRing {
 
   /**
    * Claim, fill and commit one slot. Returns {@link OFFER_FULL} (nothing
-   * written, refusal counted in the inbox), {@link OFFER_OK}, or
+   * written; the caller counts the refusal with {@link countRefused} when it
+   * reports it), {@link OFFER_OK}, or
    * {@link OFFER_OK_RING} when the consumer is parked and this caller must ring
    * its doorbell. The payload must already be checked against maxPayload.
    */
   offer(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array): OfferResult {
     const position = this.claim();
-    if (position === -1) {
-      incrementSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET);
-      return OFFER_FULL;
-    }
+    if (position === -1) return OFFER_FULL;
     this.write(position, stamp, destinationIndex, sequence, payload);
     return this.commit(position);
   }
@@ -309,7 +307,7 @@ export class FrameRing {
     return OFFER_OK;
   }
 
-  /** Count a refusal made outside {@link offer} (e.g. a batch that did not fit). */
+  /** Count frames refused because this inbox was full (by the producer that reports the refusal). */
   countRefused(n = 1): void {
     for (let k = 0; k < n; k++) incrementSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET);
   }

@@ -86,8 +86,9 @@ export class Segment {
     this.path = path;
     this.kind = kind;
     this.buffer = buffer;
-    this.u32 = new Uint32Array(buffer);
-    this.i32 = new Int32Array(buffer);
+    // Whole words only: a foreign file's length need not be a multiple of 4 (validate() refuses it).
+    this.u32 = new Uint32Array(buffer, 0, buffer.byteLength >>> 2);
+    this.i32 = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
   }
 
   /**
@@ -174,6 +175,9 @@ export class Segment {
     const where = this.path;
     if (length < COMMON_HEADER_LENGTH + 8) {
       throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is ${length} bytes, too short to be a shmbus segment`);
+    }
+    if (length % WORD !== 0) {
+      throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is ${length} bytes, not a whole number of 32-bit words: not a shmbus segment`);
     }
     if (u32[MAGIC_OFFSET / WORD] !== SEGMENT_MAGIC) {
       throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is not a shmbus segment (magic 0x${u32[MAGIC_OFFSET / WORD]!.toString(16)}, expected 0x${SEGMENT_MAGIC.toString(16)})`);

@@ -76,7 +76,7 @@ basic('copies payloads of every length up to the slot size', () => {
   assert.is(producer.maxPayload, 96);
 });
 
-basic('refuses when full, writes nothing, counts the refusal', () => {
+basic('refuses when full and writes nothing; refusals are counted by whoever reports them', () => {
   const buffer = makeInbox(64, 4);
   const producer = new FrameRing(buffer, 2000);
   const ring = consumer(buffer);
@@ -85,6 +85,8 @@ basic('refuses when full, writes nothing, counts the refusal', () => {
   assert.is(producer.offer(stamp, 1, 99, payload(99)), OFFER_FULL);
   assert.is(producer.offer(stamp, 1, 99, payload(99)), OFFER_FULL);
   assert.is(new Int32Array(buffer)[INBOX_TAIL_OFFSET / 4], tail);
+  assert.is(readU64(new Uint32Array(buffer), INBOX_REFUSED_FULL_OFFSET), 0);
+  producer.countRefused(2);
   assert.is(readU64(new Uint32Array(buffer), INBOX_REFUSED_FULL_OFFSET), 2);
   assert.equal(drain(ring).map((f) => f.seq), [0, 1, 2, 3]);
   assert.is(producer.offer(stamp, 1, 4, payload(4)), OFFER_OK);

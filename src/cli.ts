@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+/**
+ * `shmbus` — look at and clean up namespaces.
+ *
+ *   shmbus stat [--namespace N] [--dir D] [--json]
+ *   shmbus gc   [--namespace N] [--dir D] [--json]
+ *
+ * Exit codes: 0 done, 1 a shmbus error (printed with its code), 2 usage error.
+ */
+import { parseArgs } from 'node:util';
+import { isBusError } from './errors';
+import { DEFAULT_DIR } from './options';
+import { gc, inspectNamespace, listNamespaces, type NamespaceReport } from './stat';
+
+const USAGE = `usage:
+  shmbus stat [--namespace N] [--dir D] [--json]   endpoints, inboxes and counters
+  shmbus gc   [--namespace N] [--dir D] [--json]   remove what dead processes left behind
+  (--dir defaults to $SHMBUS_DIR or ${DEFAULT_DIR}; without --namespace, every namespace in --dir)`;
+
+export const EXIT_OK = 0;
+export const EXIT_ERROR = 1;
+export const EXIT_USAGE = 2;
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+}
+
+export function formatReport(report: NamespaceReport): string {
+  const head = `namespace ${report.namespace} (${report.dir}): ${report.endpoints.length} endpoint(s), ${report.registrations} registration(s), ${report.takeovers} takeover(s)`;
+  if (report.endpoints.length === 0) return head;
+  const rows = [['endpoint', 'pid', 'alive', 'state', 'depth/cap', 'slot', 'sent', 'received', 'refused', 'full', 'reclaimed', 'corrupt', 'wakeups', 'doorbell']];
+  for (const e of report.endpoints) {
+    rows.push([
+      e.relay ? `${e.name} (relay)` : e.name,
+      String(e.pid),
+      e.alive ? 'yes' : 'DEAD',
+      e.error !== undefined ? 'ERROR' : e.parked ? 'parked' : 'running',
+      `${e.depth}/${e.capacity}`,
+      String(e.slotSize),
+      String(e.sent),
+      String(e.received),
+      String(e.sendRefused),
+      String(e.refusedFull),
+      String(e.reclaimed),
+      String(e.corrupt),
+      String(e.wakeups),
+      e.doorbell,
+    ]);
+  }
+  const errors = report.endpoints.filter((e) => e.error !== undefined).map((e) => `  ${e.name}: ${e.error}`);
+  return [head, table(rows), ...errors].join('\n');
+}
+
+export function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`), err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): number {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { namespace: { type: 'string', short: 'n' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (e) {
+    err(`shmbus: ${(e as Error).message}\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    out(USAGE);
+    return EXIT_OK;
+  }
+  const command = positionals[0];
+  if (positionals.length !== 1 || (command !== 'stat' && command !== 'gc')) {
+    err(`shmbus: expected one command, stat or gc\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  const dir = values.dir ?? process.env.SHMBUS_DIR ?? DEFAULT_DIR;
+  try {
+    if (command === 'stat') {
+      const namespaces = values.namespace !== undefined ? [values.namespace] : listNamespaces(dir);
+      const reports = namespaces.map((ns) => inspectNamespace(dir, ns)).filter((r): r is NamespaceReport => r !== null);
+      if (values.json) out(JSON.stringify(reports, null, 2));
+      else if (reports.length === 0) out(`no shmbus namespace${values.namespace !== undefined ? ` "${values.namespace}"` : ''} in ${dir}`);
+      else out(reports.map(formatReport).join('\n\n'));
+    } else {
+      const report = gc(dir, values.namespace);
+      if (values.json) out(JSON.stringify(report, null, 2));
+      else {
+        for (const r of report.reaped) out(`reaped ${r.namespace}/${r.name} (dead pid ${r.pid}, ${r.unread} unread frame(s) discarded)`);
+        for (const path of report.removed) out(`removed ${path}`);
+        out(`gc: ${report.reaped.length} endpoint(s) reaped, ${report.removed.length} file(s) removed, ${report.kept.length} kept`);
+      }
+    }
+    return EXIT_OK;
+  } catch (e) {
+    if (isBusError(e)) {
+      err(`shmbus: ${e.code}: ${e.message}`);
+      return EXIT_ERROR;
+    }
+    throw e;
+  }
+}
+
+if (require.main === module) process.exitCode = main(process.argv.slice(2));

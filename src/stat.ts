@@ -1,0 +1,212 @@
+/**
+ * Observing and cleaning namespaces from outside: what `shmbus stat` and
+ * `shmbus gc` do. Readers here are racy observers: counters are read without
+ * stopping anyone, so a snapshot may be a few frames stale.
+ */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Directory, type EntryInfo } from './directory';
+import { isBusError } from './errors';
+import {
+  DOORBELL_UDP,
+  ENTRY_FLAG_RELAY,
+  FILE_PREFIX,
+  INBOX_CORRUPT_OFFSET,
+  INBOX_DISCARDED_OFFSET,
+  INBOX_PARKS_OFFSET,
+  INBOX_RECEIVED_OFFSET,
+  INBOX_RECLAIMED_OFFSET,
+  INBOX_REFUSED_FULL_OFFSET,
+  INBOX_SEND_REFUSED_OFFSET,
+  INBOX_SENT_OFFSET,
+  INBOX_WAKEUPS_OFFSET,
+  SEGMENT_KIND_INBOX,
+  inboxFileName,
+} from './layout';
+import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE, validateDir, validateNamespace } from './options';
+import { FrameRing, readU64 } from './ring';
+import { Segment, isProcessAlive, unlinkQuiet } from './segment';
+
+export interface EndpointReport {
+  readonly name: string;
+  readonly index: number;
+  readonly generation: number;
+  readonly pid: number;
+  readonly alive: boolean;
+  readonly relay: boolean;
+  readonly doorbell: string;
+  readonly slotSize: number;
+  readonly capacity: number;
+  readonly depth: number;
+  readonly received: number;
+  readonly sent: number;
+  readonly sendRefused: number;
+  readonly refusedFull: number;
+  readonly reclaimed: number;
+  readonly corrupt: number;
+  readonly discarded: number;
+  readonly parks: number;
+  readonly wakeups: number;
+  readonly parked: boolean;
+  /** Set when the inbox could not be read (missing, corrupt). */
+  readonly error?: string;
+}
+
+export interface NamespaceReport {
+  readonly namespace: string;
+  readonly dir: string;
+  readonly registrations: number;
+  readonly takeovers: number;
+  readonly endpoints: EndpointReport[];
+}
+
+function directoryOptions(dir: string, namespace: string) {
+  return { dir, namespace, entryCount: 1, mode: DEFAULT_MODE, lockTimeoutMs: DEFAULT_LOCK_TIMEOUT_MS };
+}
+
+/** Namespaces that have a directory file in `dir`. */
+export function listNamespaces(dir: string): string[] {
+  validateDir(dir);
+  const names: string[] = [];
+  for (const file of readdirSync(dir)) {
+    const m = /^shmbus\.([A-Za-z0-9_-]{1,64})\.dir$/.exec(file);
+    if (m) names.push(m[1]!);
+  }
+  return names.sort();
+}
+
+/** A snapshot of one namespace; null if it has no directory. */
+export function inspectNamespace(dir: string, namespace: string): NamespaceReport | null {
+  validateDir(dir);
+  validateNamespace(namespace);
+  const directory = Directory.attachExisting(directoryOptions(dir, namespace));
+  if (directory === null) return null;
+  try {
+    const endpoints = directory.entries().map((entry) => inspectEndpoint(dir, namespace, entry));
+    return { namespace, dir, ...directory.counters, endpoints };
+  } finally {
+    directory.close();
+  }
+}
+
+function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): EndpointReport {
+  const base = {
+    name: entry.name,
+    index: entry.index,
+    generation: entry.generation,
+    pid: entry.ownerPid,
+    alive: isProcessAlive(entry.ownerPid, entry.ownerStartTime),
+    relay: (entry.flags & ENTRY_FLAG_RELAY) !== 0,
+    doorbell: entry.doorbellKind === DOORBELL_UDP ? `udp:${entry.doorbellPort}` : 'futex',
+    slotSize: entry.slotSize,
+    capacity: entry.capacity,
+  };
+  let segment: Segment;
+  try {
+    segment = Segment.attach(join(dir, inboxFileName(namespace, entry.name)), SEGMENT_KIND_INBOX, 0);
+  } catch (err) {
+    const zero = { depth: 0, received: 0, sent: 0, sendRefused: 0, refusedFull: 0, reclaimed: 0, corrupt: 0, discarded: 0, parks: 0, wakeups: 0, parked: false };
+    return { ...base, ...zero, error: (err as Error).message };
+  }
+  try {
+    const u32 = segment.u32;
+    const ring = new FrameRing(segment.buffer);
+    return {
+      ...base,
+      depth: ring.depth(),
+      received: readU64(u32, INBOX_RECEIVED_OFFSET),
+      sent: readU64(u32, INBOX_SENT_OFFSET),
+      sendRefused: readU64(u32, INBOX_SEND_REFUSED_OFFSET),
+      refusedFull: readU64(u32, INBOX_REFUSED_FULL_OFFSET),
+      reclaimed: readU64(u32, INBOX_RECLAIMED_OFFSET),
+      corrupt: readU64(u32, INBOX_CORRUPT_OFFSET),
+      discarded: readU64(u32, INBOX_DISCARDED_OFFSET),
+      parks: readU64(u32, INBOX_PARKS_OFFSET),
+      wakeups: readU64(u32, INBOX_WAKEUPS_OFFSET),
+      parked: ring.isParked(),
+    };
+  } finally {
+    segment.unmap();
+  }
+}
+
+export interface GcReport {
+  /** Endpoints whose owner was dead, freed from their directory. */
+  readonly reaped: Array<{ namespace: string; name: string; pid: number; unread: number }>;
+  /** Files removed: inboxes of reaped endpoints, orphan inboxes, empty or broken directories. */
+  readonly removed: string[];
+  /** Files left alone because they belong to a live endpoint or could not be judged. */
+  readonly kept: string[];
+}
+
+/**
+ * Remove what dead processes left behind in `dir` (one namespace, or all):
+ * entries whose owner died (their unread frames are reported, then discarded),
+ * inbox files no live entry owns, directories with no live entry, and shmbus
+ * files that are not valid segments.
+ */
+export function gc(dir: string, namespace?: string): GcReport {
+  validateDir(dir);
+  if (namespace !== undefined) validateNamespace(namespace);
+  const reaped: GcReport['reaped'] = [];
+  const removed: string[] = [];
+  const kept: string[] = [];
+  // Inbox files per namespace, listed before the directory is looked at: an inbox
+  // is created (under the lock) only while its namespace's directory exists.
+  const inboxes = new Map<string, string[]>();
+  for (const file of readdirSync(dir)) {
+    const m = /^shmbus\.([A-Za-z0-9_-]{1,64})\.(.+)\.inbox$/.exec(file);
+    if (!m || (namespace !== undefined && m[1] !== namespace)) continue;
+    const list = inboxes.get(m[1]!) ?? [];
+    list.push(file);
+    inboxes.set(m[1]!, list);
+  }
+  const namespaces = new Set(namespace !== undefined ? [namespace] : [...listNamespaces(dir), ...inboxes.keys()]);
+  const remove = (path: string) => {
+    unlinkQuiet(path);
+    removed.push(path);
+  };
+  for (const ns of namespaces) {
+    const files = inboxes.get(ns) ?? [];
+    let directory: Directory | null;
+    try {
+      directory = Directory.attachExisting(directoryOptions(dir, ns));
+    } catch (err) {
+      if (!isBusError(err, 'ERR_SHMBUS_NOT_A_SEGMENT') && !isBusError(err, 'ERR_SHMBUS_CORRUPT_SEGMENT') && !isBusError(err, 'ERR_SHMBUS_LAYOUT_MISMATCH')) throw err;
+      remove(join(dir, `${FILE_PREFIX}${ns}.dir`));
+      directory = null;
+    }
+    if (directory === null) {
+      for (const file of files) remove(join(dir, file));
+      continue;
+    }
+    try {
+      directory.reapDead((dead) => {
+        const path = join(dir, inboxFileName(ns, dead.name));
+        let unread = 0;
+        try {
+          const segment = Segment.attach(path, SEGMENT_KIND_INBOX, 0);
+          unread = Math.max(0, new FrameRing(segment.buffer).depth());
+          segment.unmap();
+        } catch {
+          // A broken inbox of a dead owner is removed all the same.
+        }
+        remove(path);
+        reaped.push({ namespace: ns, name: dead.name, pid: dead.ownerPid, unread });
+      });
+      directory.withLock(() => {
+        const owned = new Set(directory.entries().map((e) => inboxFileName(ns, e.name)));
+        for (const file of files) {
+          const path = join(dir, file);
+          if (owned.has(file)) kept.push(path);
+          else if (!removed.includes(path)) remove(path);
+        }
+      });
+      if (directory.removed) removed.push(directory.path);
+      else kept.push(directory.path);
+    } finally {
+      directory.close();
+    }
+  }
+  return { reaped, removed, kept };
+}
