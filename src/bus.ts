@@ -201,7 +201,10 @@ export class Bus extends EventEmitter {
    * Write one frame into the inbox of local endpoint `destination`. Returns
    * true when it is committed, false when the inbox is full (nothing written;
    * the refusal is counted on both sides). Throws ERR_SHMBUS_UNKNOWN_DESTINATION,
-   * ERR_SHMBUS_DESTINATION_DEAD, ERR_SHMBUS_FRAME_TOO_LARGE, ERR_SHMBUS_CLOSED.
+   * ERR_SHMBUS_FRAME_TOO_LARGE, ERR_SHMBUS_CLOSED, and ERR_SHMBUS_DESTINATION_DEAD
+   * when the inbox is full and its owner has died. (Frames sent to a dead
+   * owner's inbox while it has room wait there for a successor that takes the
+   * name over; `shmbus stat` shows such an endpoint as DEAD.)
    */
   sendToLocal(destination: string, payload: Uint8Array): boolean {
     const route = this.route(destination);
@@ -320,11 +323,8 @@ export class Bus extends EventEmitter {
       validateName(destination, 'destination');
       throw new BusError('ERR_SHMBUS_UNKNOWN_DESTINATION', `no endpoint "${destination}" in namespace "${this.options.namespace}"`);
     }
-    if (!isProcessAlive(entry.ownerPid, entry.ownerStartTime)) {
-      throw new BusError('ERR_SHMBUS_DESTINATION_DEAD', `endpoint "${destination}" (pid ${entry.ownerPid}) has died; frames would wait for a successor`);
-    }
     const segment = Segment.attach(join(this.options.dir, inboxFileName(this.options.namespace, destination)), SEGMENT_KIND_INBOX);
-    const route: Route = { name: destination, entry, segment, ring: new FrameRing(segment.buffer), lastLivenessCheck: performance.now() };
+    const route: Route = { name: destination, entry, segment, ring: new FrameRing(segment.buffer), lastLivenessCheck: -Infinity };
     this.routes.set(destination, route);
     return route;
   }
