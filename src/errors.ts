@@ -2,7 +2,7 @@
  * Errors with stable codes.
  *
  * {@link ERROR_TABLE} is the single source of every code and its meaning (as
- * libuv's error table is): docs/ERRORS.md is checked against it by a test.
+ * libuv's error table is): the README lists every code, and a test checks it does.
  * Codes are API: they are appended, never renamed or reused.
  *
  * Back-pressure (a full inbox) is not an error: sends return `false`.

@@ -7,8 +7,10 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { Bus } from '../src/index';
+import { gc, inspectNamespace } from '../src/stat';
 import type { FrameView } from '../src/ring';
 import { cleanupAll, deadline, filesIn, shmDir, spawnChild, uniqueNamespace, until } from './_helpers';
 
@@ -126,7 +128,7 @@ crashes('a producer stalled between claim and commit is reclaimed after the time
 
 function readState(pid: number): string {
   try {
-    const stat = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8') as string;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]!;
   } catch {
     return '?';
@@ -185,7 +187,6 @@ crashes("a full inbox whose owner died is ERR_SHMBUS_DESTINATION_DEAD, not a sil
   }, 5000, 'the refusal naming the dead owner');
   assert.is(code, 'ERR_SHMBUS_DESTINATION_DEAD');
   await client.close();
-  const { gc } = await import('../src/stat');
   const report = gc(dir, ns);
   assert.equal(report.reaped.map((r) => [r.name, r.unread]), [['svc', 1024]]);
   assert.equal(filesIn(dir), []);
@@ -200,7 +201,6 @@ wake('a parked receiver in another process is woken by the futex doorbell, round
   const echo = spawnChild('echo', { dir, ns, name: 'echo', count: 20 });
   await echo.line(/^ready$/);
   const me = await Bus.open({ name: 'me', namespace: ns, dir });
-  const { inspectNamespace } = await import('../src/stat');
   const echoParked = () => inspectNamespace(dir, ns)!.endpoints.find((e) => e.name === 'echo')!.parked;
   for (let round = 0; round < 20; round++) {
     await until(echoParked, 5000, `echo parked before round ${round}`);
