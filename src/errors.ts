@@ -22,6 +22,8 @@ export const ERROR_TABLE = {
   ERR_SHMBUS_UNSUPPORTED_RUNTIME: 'This runtime refuses external ArrayBuffers (V8 sandbox), so shared memory cannot be mapped.',
   ERR_SHMBUS_LOCK_TIMEOUT: 'The namespace directory lock was held by a live process for longer than the timeout.',
   ERR_SHMBUS_DESTINATION_DEAD: 'The endpoint is registered but its owner process has died; frames wait for a successor that takes the name over.',
+  ERR_SHMBUS_INVALID_CONFIG: 'The cluster config file is missing, unreadable or invalid; `field` names the JSON path at fault.',
+  ERR_SHMBUS_RELAY_UNAVAILABLE: 'No transit relay is registered in the namespace, or it has died and its inbox is full.',
   ERR_SHMBUS_CLAIM_RECLAIMED: 'This producer stalled between claim and commit for longer than the reclaim timeout; its slot was reclaimed and the frame was not delivered.',
 } as const;
 
