@@ -9,11 +9,20 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { BusError } from './errors';
+import { BusError, isBusError } from './errors';
 import { Directory, type EntryInfo } from './directory';
 import { FutexSleeper, ring as ringDoorbell, udpDoorbellErrors } from './doorbell';
 import {
   DOORBELL_FUTEX,
+  FRAME_FLAG_NOTICE,
+  FRAME_FLAG_OUTBOUND,
+  MAX_ADDRESS_LENGTH,
+  NOTICE_ADDRESS_OFFSET,
+  NOTICE_KIND_OFFSET,
+  NOTICE_REASON_OFFSET,
+  NOTICE_SEQUENCE_OFFSET,
+  NOTICE_UNDELIVERABLE,
+  RELAY_ENDPOINT_NAME,
   INBOX_CORRUPT_OFFSET,
   INBOX_DISCARDED_OFFSET,
   INBOX_HEADER_LENGTH,
@@ -29,8 +38,9 @@ import {
   inboxFileName,
   inboxSegmentLength,
 } from './layout';
-import { resolveBusOptions, validateName, type BusOptions, type ResolvedBusOptions } from './options';
-import { FrameRing, FrameView, OFFER_FULL, OFFER_OK_RING, addU64, readU64, type FrameHandler, type ProducerStamp } from './ring';
+import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
+import { FrameRing, FrameView, OFFER_FULL, OFFER_OK_RING, addU64, encodeAddressPrefix, readU64, type FrameHandler, type ProducerStamp } from './ring';
+import { Routes, type Route } from './routes';
 import { Segment, isProcessAlive, unlinkQuiet } from './segment';
 
 /** A received frame that owns its payload (a copy taken from the slot). */
@@ -74,16 +84,6 @@ export interface SendAsyncOptions {
   timeoutMs?: number;
 }
 
-/** A cached route to one destination inbox. */
-interface Route {
-  readonly name: string;
-  readonly entry: EntryInfo;
-  readonly segment: Segment;
-  readonly ring: FrameRing;
-  /** Last time the owner was checked for liveness after a refusal (ms). */
-  lastLivenessCheck: number;
-}
-
 /** While the inbox holds a claimed, uncommitted slot, a parked consumer re-polls this often. */
 const IN_FLIGHT_RECHECK_MS = 10;
 /** Frames handled per turn of the event loop by the event-driven receivers. */
@@ -110,8 +110,10 @@ export class Bus extends EventEmitter {
   private readonly segment: Segment;
   private readonly ring: FrameRing;
   private readonly stamp: ProducerStamp;
-  private readonly routes = new Map<string, Route>();
+  private readonly routes: Routes;
   private readonly names = new Map<number, { generation: number; name: string }>();
+  private readonly outboundStamp: ProducerStamp;
+  private readonly prefixes = new Map<string, Uint8Array>();
   private readonly sleeper: FutexSleeper;
   private sequence = 0;
   private closed = false;
@@ -126,7 +128,9 @@ export class Bus extends EventEmitter {
     this.ring = new FrameRing(segment.buffer);
     this.ring.attachConsumer({ reclaimTimeoutMs: options.reclaimTimeoutMs, isAlive: (pid) => isProcessAlive(pid) });
     this.stamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: 0 };
+    this.outboundStamp = { ...this.stamp, flags: FRAME_FLAG_OUTBOUND };
     this.sleeper = new FutexSleeper(segment.buffer);
+    this.routes = new Routes(directory, options.dir, options.namespace);
     this.on('newListener', (event) => {
       if (event === 'frame') queueMicrotask(() => this.startReceiving());
     });
@@ -277,7 +281,65 @@ export class Bus extends EventEmitter {
       delayMs = delayMs === 0 ? 1 : Math.min(delayMs * 2, 5);
       this.assertOpen();
       // The destination may have gone (or been replaced) while we waited.
-      this.route(destination);
+      if (this.route(destination) !== route) return this.sendToLocalAsync(destination, payload, { timeoutMs: Math.max(0, deadline - performance.now()) });
+    }
+  }
+
+  /** Count `n` refused frames on both sides; throw instead if the destination's owner died. */
+  /**
+   * Send to `address`: `name` (this host, same as {@link sendToLocal}) or
+   * `name@host` (another host, through the transit relay, same as
+   * {@link sendToRemote}). Same back-pressure contract: false = not sent.
+   */
+  send(address: string, payload: Uint8Array): boolean {
+    const at = typeof address === 'string' ? address.indexOf('@') : -1;
+    if (at < 0) return this.sendToLocal(address, payload);
+    return this.sendToRemote(address.slice(at + 1), address.slice(0, at), payload);
+  }
+
+  /**
+   * Send to endpoint `name` on `host` through this namespace's transit relay:
+   * the frame goes into the relay's inbox (shared memory) and the relay's UDP
+   * doorbell is rung if it sleeps. Returns false when the relay's inbox is full
+   * (nothing written; counted). Throws ERR_SHMBUS_RELAY_UNAVAILABLE (no relay,
+   * or a dead one whose inbox is full), ERR_SHMBUS_FRAME_TOO_LARGE,
+   * ERR_SHMBUS_INVALID_OPTION (malformed name or host), ERR_SHMBUS_CLOSED.
+   * Frames written while the relay is down wait in its inbox for its restart.
+   * Delivery failures on the far side come back as notice frames
+   * ({@link parseNotice}).
+   */
+  sendToRemote(host: string, name: string, payload: Uint8Array): boolean {
+    const address = `${name}@${host}`;
+    let prefix = this.prefixes.get(address);
+    if (prefix === undefined) {
+      validateName(name, 'name');
+      validateNamespace(host, 'host');
+      prefix = encodeAddressPrefix(address);
+      this.prefixes.set(address, prefix);
+    }
+    const route = this.relayRoute();
+    const ring = route.ring;
+    if (payload.length + prefix.length > ring.maxPayload) {
+      throw new BusError('ERR_SHMBUS_FRAME_TOO_LARGE', `payload of ${payload.length} bytes to ${address} does not fit the relay's inbox (at most ${ring.maxPayload - prefix.length} for this address)`);
+    }
+    const position = ring.claim();
+    if (position === -1) return this.refused(route, 1);
+    ring.write(position, this.outboundStamp, route.entry.index, this.sequence, payload, prefix);
+    const result = ring.commit(position);
+    this.sequence = (this.sequence + 1) >>> 0;
+    addU64(this.segment.u32, INBOX_SENT_OFFSET, 1);
+    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    return true;
+  }
+
+  private relayRoute(): Route {
+    try {
+      return this.route(RELAY_ENDPOINT_NAME);
+    } catch (err) {
+      if (isBusError(err, 'ERR_SHMBUS_UNKNOWN_DESTINATION')) {
+        throw new BusError('ERR_SHMBUS_RELAY_UNAVAILABLE', `no transit relay is running for namespace "${this.options.namespace}" (start transit-server for this host)`, { cause: err });
+      }
+      throw err;
     }
   }
 
@@ -289,6 +351,9 @@ export class Bus extends EventEmitter {
     if (now - route.lastLivenessCheck > LIVENESS_RECHECK_MS) {
       route.lastLivenessCheck = now;
       if (!isProcessAlive(route.entry.ownerPid, route.entry.ownerStartTime)) {
+        if (route.name === RELAY_ENDPOINT_NAME) {
+          throw new BusError('ERR_SHMBUS_RELAY_UNAVAILABLE', `the transit relay of namespace "${this.options.namespace}" (pid ${route.entry.ownerPid}) has died and its inbox is full`);
+        }
         throw new BusError('ERR_SHMBUS_DESTINATION_DEAD', `endpoint "${route.name}" (pid ${route.entry.ownerPid}) has died; its full inbox waits for a successor`);
       }
     }
@@ -301,32 +366,10 @@ export class Bus extends EventEmitter {
 
   /** The route to `destination`, re-resolved if its directory entry changed. */
   private route(destination: string): Route {
-    const cached = this.routes.get(destination);
-    if (cached !== undefined) {
-      // One atomic load validates the cache: the generation changes on every (un)registration.
-      if (this.directory.generationOf(cached.entry.index) === cached.entry.generation) return cached;
-      this.routes.delete(destination);
-      cached.segment.unmap();
-    }
+    const route = this.routes.get(destination);
+    if (route !== null) return route;
     this.assertOpen();
-    return this.resolve(destination);
-  }
-
-  private resolve(destination: string): Route {
-    if (typeof destination !== 'string') throw new BusError('ERR_SHMBUS_INVALID_OPTION', `destination must be a string; received ${typeof destination}`);
-    let entry = this.directory.lookup(destination);
-    if (entry === null && this.directory.removed) {
-      this.directory.refresh();
-      entry = this.directory.lookup(destination);
-    }
-    if (entry === null) {
-      validateName(destination, 'destination');
-      throw new BusError('ERR_SHMBUS_UNKNOWN_DESTINATION', `no endpoint "${destination}" in namespace "${this.options.namespace}"`);
-    }
-    const segment = Segment.attach(join(this.options.dir, inboxFileName(this.options.namespace, destination)), SEGMENT_KIND_INBOX);
-    const route: Route = { name: destination, entry, segment, ring: new FrameRing(segment.buffer), lastLivenessCheck: -Infinity };
-    this.routes.set(destination, route);
-    return route;
+    return this.routes.resolve(destination);
   }
 
   // -------------------------------------------------------------------------
@@ -355,6 +398,7 @@ export class Bus extends EventEmitter {
 
   /** The source endpoint's name of a frame seen through {@link recvBatch}. */
   sourceName(view: FrameView): string {
+    if (view.addressLength !== 0) return view.address;
     return this.nameOf(view.sourceIndex, view.sourceGeneration);
   }
 
@@ -372,7 +416,7 @@ export class Bus extends EventEmitter {
   }
 
   private toFrame(view: FrameView): Frame {
-    return { source: this.nameOf(view.sourceIndex, view.sourceGeneration), sequence: view.sequence, flags: view.flags, payload: view.copyPayload() };
+    return { source: this.sourceName(view), sequence: view.sequence, flags: view.flags, payload: view.copyPayload() };
   }
 
   /**
@@ -478,13 +522,47 @@ export class Bus extends EventEmitter {
     try {
       this.directory.unregister(this.entry.index, this.entry.generation, () => this.segment.unlink());
     } finally {
-      for (const route of this.routes.values()) route.segment.unmap();
-      this.routes.clear();
+      this.routes.close();
       this.segment.unmap();
       this.directory.close();
     }
     return { unread };
   }
+}
+
+/** Reasons in an undeliverable notice (the relay's ACK status codes, docs/PROTOCOL.md). */
+export const NOTICE_REASONS: Readonly<Record<number, string>> = Object.freeze({
+  2: 'UNKNOWN_DESTINATION',
+  3: 'EXPIRED',
+  4: 'TOO_LARGE',
+  5: 'UNKNOWN_HOST',
+});
+
+/** What a relay notice frame says. */
+export interface Notice {
+  readonly kind: 'undeliverable';
+  /** Why: UNKNOWN_DESTINATION, EXPIRED (target stayed full past the TTL), TOO_LARGE, UNKNOWN_HOST. */
+  readonly reason: string;
+  /** Per-source sequence number of the frame that was not delivered. */
+  readonly sequence: number;
+  /** The address it was sent to (`name@host`). */
+  readonly destination: string;
+}
+
+/** Decode a notice frame (flag FRAME_FLAG_NOTICE); null for any other frame or a malformed notice. */
+export function parseNotice(frame: Frame): Notice | null {
+  if ((frame.flags & FRAME_FLAG_NOTICE) === 0) return null;
+  const p = frame.payload;
+  if (p.length < NOTICE_ADDRESS_OFFSET + 2 || p[NOTICE_KIND_OFFSET] !== NOTICE_UNDELIVERABLE) return null;
+  const n = p[NOTICE_ADDRESS_OFFSET]!;
+  if (n === 0 || n > MAX_ADDRESS_LENGTH || NOTICE_ADDRESS_OFFSET + 1 + n > p.length) return null;
+  const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
+  return {
+    kind: 'undeliverable',
+    reason: NOTICE_REASONS[p[NOTICE_REASON_OFFSET]!] ?? `REASON_${p[NOTICE_REASON_OFFSET]}`,
+    sequence: view.getUint32(NOTICE_SEQUENCE_OFFSET, true),
+    destination: String.fromCharCode(...p.subarray(NOTICE_ADDRESS_OFFSET + 1, NOTICE_ADDRESS_OFFSET + 1 + n)),
+  };
 }
 
 /**
@@ -493,7 +571,7 @@ export class Bus extends EventEmitter {
  * same geometry is kept, frames and all; one of another geometry is replaced
  * and its unread frames are counted as discarded in the new inbox.
  */
-function openInbox(options: ResolvedBusOptions): Segment {
+export function openInbox(options: Pick<ResolvedBusOptions, 'dir' | 'namespace' | 'name' | 'slotSize' | 'capacity' | 'mode'>): Segment {
   const path = join(options.dir, inboxFileName(options.namespace, options.name));
   const length = inboxSegmentLength(options.slotSize, options.capacity);
   const create = (discarded: number) =>

@@ -1,7 +1,7 @@
 /**
  * shmbus: a shared-memory IPC bus for Node.js. Public exports only.
  */
-export { Bus, type Frame, type BusStats, type SendAsyncOptions } from './bus';
+export { Bus, parseNotice, type Frame, type BusStats, type SendAsyncOptions, type Notice } from './bus';
 export { type BusOptions } from './options';
 export { BusError, SystemError, ERROR_TABLE, isBusError, type ErrorCode } from './errors';
 export { FrameRing, FrameView, OFFER_FULL, OFFER_OK, OFFER_OK_RING, type FrameHandler, type ProducerStamp } from './ring';

@@ -87,6 +87,8 @@ export const ENTRY_SLOT_SIZE_OFFSET = 32;
 export const ENTRY_CAPACITY_OFFSET = 36;
 /** u32 length of the name in bytes. */
 export const ENTRY_NAME_LENGTH_OFFSET = 40;
+/** u32 TCP port on 127.0.0.1 of the endpoint's HTTP metrics (relays); 0 = none. */
+export const ENTRY_METRICS_PORT_OFFSET = 44;
 /** Name bytes (ASCII, {@link NAME_PATTERN}), up to {@link MAX_NAME_LENGTH}. */
 export const ENTRY_NAME_OFFSET = 64;
 
@@ -171,12 +173,43 @@ export const SLOT_DESTINATION_INDEX_OFFSET = 24;
 export const SLOT_SEQUENCE_OFFSET = 28;
 export const SLOT_HEADER_LENGTH = 32;
 
-/** The frame arrived through the transit relay from another host. */
+/**
+ * The frame arrived through the transit relay from another host. Its payload
+ * area begins with an address prefix naming the source: u8 length n (1..129),
+ * then n ASCII bytes `name@host`; the application payload follows. The slot's
+ * length field counts prefix and payload together.
+ */
 export const FRAME_FLAG_REMOTE = 1;
-/** The frame is a notice from the relay (e.g. undeliverable), not application data. */
+/** The frame is a notice from the relay (see NOTICE_* below), not application data. Its source is the relay endpoint. */
 export const FRAME_FLAG_NOTICE = 2;
-/** Mask of flags applications may not set themselves. */
-export const FRAME_FLAGS_RESERVED = 0xffff;
+/**
+ * The frame is bound for another host (only in the relay's inbox). Its payload
+ * area begins with an address prefix naming the destination, `name@host`,
+ * laid out as for {@link FRAME_FLAG_REMOTE}.
+ */
+export const FRAME_FLAG_OUTBOUND = 4;
+/** Flags that put an address prefix at the start of the payload area. */
+export const FRAME_FLAGS_WITH_ADDRESS = FRAME_FLAG_REMOTE | FRAME_FLAG_OUTBOUND;
+/** Longest address in a prefix: a 64-byte name, "@", a 64-byte host name. */
+export const MAX_ADDRESS_LENGTH = 129;
+/** Length of the prefix's length byte. */
+export const ADDRESS_PREFIX_HEADER_LENGTH = 1;
+
+/** Name under which a namespace's transit relay registers (applications cannot take it: "@" is not allowed in their names). */
+export const RELAY_ENDPOINT_NAME = '@relay';
+
+/**
+ * Notice payload (FRAME_FLAG_NOTICE), written by the relay into the inbox of
+ * the endpoint whose frame could not be delivered:
+ * u8 kind (NOTICE_UNDELIVERABLE), u8 reason (the relay ACK status code),
+ * u16 reserved (0), u32 sequence of the undelivered frame, then an address
+ * prefix (u8 n, n bytes) naming the destination it was sent to.
+ */
+export const NOTICE_KIND_OFFSET = 0;
+export const NOTICE_REASON_OFFSET = 1;
+export const NOTICE_SEQUENCE_OFFSET = 4;
+export const NOTICE_ADDRESS_OFFSET = 8;
+export const NOTICE_UNDELIVERABLE = 1;
 
 /** Source index written when the source is not a directory endpoint. */
 export const NO_INDEX = 0xffffffff;

@@ -31,6 +31,8 @@
  * unit tests drive it.
  */
 import {
+  FRAME_FLAGS_WITH_ADDRESS,
+  MAX_ADDRESS_LENGTH,
   INBOX_CAPACITY_OFFSET,
   INBOX_CORRUPT_OFFSET,
   INBOX_HEAD_OFFSET,
@@ -81,6 +83,16 @@ export class FrameView {
   sourceGeneration = 0;
   destinationIndex = 0;
   sequence = 0;
+  /** Where the address prefix's text starts (frames flagged REMOTE or OUTBOUND); 0 when there is none. */
+  addressOffset = 0;
+  /** Length of the address text (`name@host`); 0 when there is none. */
+  addressLength = 0;
+
+  /** The address of a REMOTE (source) or OUTBOUND (destination) frame; '' when there is none. */
+  get address(): string {
+    if (this.addressLength === 0) return '';
+    return String.fromCharCode(...this.bytes.subarray(this.addressOffset, this.addressOffset + this.addressLength));
+  }
 
   /** A view of the payload (allocates a Uint8Array header, not a copy). */
   get payload(): Uint8Array {
@@ -113,6 +125,19 @@ export interface ConsumerOptions {
   isAlive: LivenessCheck;
   /** Monotonic clock in ms (performance.now by default; tests inject their own). */
   now?: () => number;
+}
+
+/**
+ * Encode an address prefix: u8 length, then the ASCII address. Callers cache
+ * the result per address (one allocation per destination, not per frame).
+ */
+export function encodeAddressPrefix(address: string): Uint8Array {
+  const n = address.length;
+  if (n === 0 || n > MAX_ADDRESS_LENGTH) throw new RangeError(`address "${address}" must be 1..${MAX_ADDRESS_LENGTH} characters`);
+  const prefix = new Uint8Array(n + 1);
+  prefix[0] = n;
+  for (let k = 0; k < n; k++) prefix[k + 1] = address.charCodeAt(k) & 0x7f;
+  return prefix;
 }
 
 /** Reads a u64 counter stored as two u32 words (low first). Racy observer. */
@@ -148,7 +173,10 @@ export class FrameRing {
   private readonly pid: number;
 
   // Consumer state (only meaningful in the owner's instance).
+  /** First position not yet released. */
   private head: number;
+  /** Next position to read: equal to head for poll(); ahead of it for scan(), which reads without releasing. */
+  private cursor: number;
   private readonly view = new FrameView();
   private stuckPosition = 0;
   private stuckSince = -1;
@@ -173,6 +201,7 @@ export class FrameRing {
     this.slotWords = this.slotSize / WORD;
     this.pid = pid;
     this.head = Atomics.load(this.i32, INBOX_HEAD_OFFSET / WORD);
+    this.cursor = this.head;
     this.view.bytes = this.bytes;
   }
 
@@ -263,23 +292,33 @@ export class FrameRing {
     }
   }
 
-  /** Fill a claimed slot's header and payload. */
-  write(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array): void {
+  /**
+   * Fill a claimed slot's header and payload. `prefix`, when given, is an
+   * encoded address prefix (length byte included, see {@link encodeAddressPrefix})
+   * written before the payload; the caller has checked that both fit.
+   */
+  write(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix?: Uint8Array): void {
     const base = this.seqIndex(position);
     const u32 = this.u32;
-    const length = payload.length;
+    const bytes = this.bytes;
+    let start = base * WORD + SLOT_HEADER_LENGTH;
+    let length = payload.length;
+    if (prefix !== undefined) {
+      bytes.set(prefix, start);
+      start += prefix.length;
+      length += prefix.length;
+    }
     u32[base + SLOT_LENGTH_OFFSET / WORD] = length;
     u32[base + SLOT_FLAGS_OFFSET / WORD] = (stamp.flags & 0xffff) | (stamp.sourceHost << 16);
     u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
     u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
     u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
     u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
-    const start = base * WORD + SLOT_HEADER_LENGTH;
-    if (length <= 16) {
-      const bytes = this.bytes;
-      for (let k = 0; k < length; k++) bytes[start + k] = payload[k]!;
+    const n = payload.length;
+    if (n <= 16) {
+      for (let k = 0; k < n; k++) bytes[start + k] = payload[k]!;
     } else {
-      this.bytes.set(payload, start);
+      bytes.set(payload, start);
     }
   }
 
@@ -332,7 +371,91 @@ export class FrameRing {
       head = (head + 1) | 0;
     }
     this.head = head;
+    this.cursor = head;
     if (head !== published) Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
+  }
+
+  /**
+   * Read up to `limit` committed frames from the cursor on WITHOUT releasing
+   * them (the relay's mode: a frame stays in the ring until the peer acks it).
+   * The handler receives each frame's ring position as its second argument
+   * (the relay uses it as the frame's id on the wire). Slots already released out of order are skipped;
+   * corrupt frames are released and counted. Returns the number handed over.
+   */
+  scan(handler: (frame: FrameView, position: number) => void, limit: number): number {
+    const i32 = this.i32;
+    const capacity = this.capacity;
+    let cursor = this.cursor;
+    let delivered = 0;
+    let corrupt = 0;
+    const tail = Atomics.load(i32, INBOX_TAIL_OFFSET / WORD);
+    while (delivered < limit && cursor !== tail) {
+      const base = this.seqIndex(cursor);
+      const dif = (Atomics.load(i32, base) - ((cursor + 1) | 0)) | 0;
+      if (dif === capacity - 1) {
+        // Released already (acked before a restart re-read it): nothing to do.
+        cursor = (cursor + 1) | 0;
+        continue;
+      }
+      if (dif !== 0) {
+        if (dif < 0 && this.reclaimIfStuck(cursor, base)) {
+          cursor = (cursor + 1) | 0;
+          continue;
+        }
+        break;
+      }
+      if (!this.decode(base)) {
+        corrupt++;
+        this.release(cursor);
+        cursor = (cursor + 1) | 0;
+        continue;
+      }
+      delivered++;
+      const position = cursor;
+      cursor = (cursor + 1) | 0;
+      this.cursor = cursor;
+      handler(this.view, position);
+    }
+    this.cursor = cursor;
+    if (corrupt > 0) addU64(this.u32, INBOX_CORRUPT_OFFSET, corrupt);
+    this.advanceHead();
+    return delivered;
+  }
+
+  /**
+   * Release the committed slot at `position` (read earlier by {@link scan}),
+   * in any order. The head advances past it once every earlier slot is
+   * released too; producers never overtake an unreleased slot.
+   */
+  release(position: number): void {
+    const base = this.seqIndex(position);
+    this.i32[base + SLOT_CLAIM_PID_OFFSET / WORD] = 0;
+    // SYNC POINT: slot release.
+    Atomics.store(this.i32, base, (position + this.capacity) | 0);
+  }
+
+  /** Move the head over released slots and publish it; counts them as received. */
+  advanceHead(): void {
+    const i32 = this.i32;
+    let head = this.head;
+    let released = 0;
+    while (head !== this.cursor) {
+      const dif = (Atomics.load(i32, this.seqIndex(head)) - head) | 0;
+      if (dif !== this.capacity) break;
+      head = (head + 1) | 0;
+      released++;
+    }
+    if (released > 0) {
+      this.head = head;
+      // SYNC POINT: head published (release).
+      Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
+      addU64(this.u32, INBOX_RECEIVED_OFFSET, released);
+    }
+  }
+
+  /** Restart reading at the head: every frame not yet released will be scanned again. */
+  rewind(): void {
+    this.cursor = this.head;
   }
 
   /**
@@ -344,7 +467,6 @@ export class FrameRing {
     const i32 = this.i32;
     const u32 = this.u32;
     const view = this.view;
-    const maxPayload = this.maxPayload;
     const capacity = this.capacity;
     let head = this.head;
     let delivered = 0;
@@ -361,23 +483,9 @@ export class FrameRing {
           }
           break;
         }
-        const length = u32[base + SLOT_LENGTH_OFFSET / WORD]!;
-        // Every length read from shared memory is checked: a corrupt one is skipped and counted.
-        const valid = length <= maxPayload;
-        if (valid) {
-          const flagsWord = u32[base + SLOT_FLAGS_OFFSET / WORD]!;
-          view.payloadOffset = base * WORD + SLOT_HEADER_LENGTH;
-          view.length = length;
-          view.flags = flagsWord & 0xffff;
-          view.sourceHost = flagsWord >>> 16;
-          view.sourceIndex = u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD]!;
-          view.sourceGeneration = u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD]!;
-          view.destinationIndex = u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD]!;
-          view.sequence = u32[base + SLOT_SEQUENCE_OFFSET / WORD]!;
-          delivered++;
-        } else {
-          corrupt++;
-        }
+        const valid = this.decode(base);
+        if (valid) delivered++;
+        else corrupt++;
         try {
           if (valid) handler(view);
         } finally {
@@ -390,6 +498,7 @@ export class FrameRing {
     } finally {
       if (head !== this.head) {
         this.head = head;
+        this.cursor = head;
         // SYNC POINT: head published (release).
         Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
         if (delivered > 0) addU64(u32, INBOX_RECEIVED_OFFSET, delivered);
@@ -397,6 +506,40 @@ export class FrameRing {
       }
     }
     return delivered;
+  }
+
+  /**
+   * Fill the view from the committed slot whose sequence word is at `base`.
+   * Returns false if its header cannot be valid (a length or address prefix
+   * out of range): such a frame is skipped and counted, never read.
+   */
+  private decode(base: number): boolean {
+    const u32 = this.u32;
+    const view = this.view;
+    let length = u32[base + SLOT_LENGTH_OFFSET / WORD]!;
+    // Every length read from shared memory is checked before it is used.
+    if (length > this.maxPayload) return false;
+    const flagsWord = u32[base + SLOT_FLAGS_OFFSET / WORD]!;
+    let offset = base * WORD + SLOT_HEADER_LENGTH;
+    view.addressOffset = 0;
+    view.addressLength = 0;
+    if ((flagsWord & FRAME_FLAGS_WITH_ADDRESS) !== 0) {
+      const n = length === 0 ? 0 : this.bytes[offset]!;
+      if (n === 0 || n > MAX_ADDRESS_LENGTH || n + 1 > length) return false;
+      view.addressOffset = offset + 1;
+      view.addressLength = n;
+      offset += n + 1;
+      length -= n + 1;
+    }
+    view.payloadOffset = offset;
+    view.length = length;
+    view.flags = flagsWord & 0xffff;
+    view.sourceHost = flagsWord >>> 16;
+    view.sourceIndex = u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD]!;
+    view.sourceGeneration = u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD]!;
+    view.destinationIndex = u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD]!;
+    view.sequence = u32[base + SLOT_SEQUENCE_OFFSET / WORD]!;
+    return true;
   }
 
   /**
@@ -440,8 +583,8 @@ export class FrameRing {
 
   /** True if a committed frame waits at the head. */
   hasFrame(): boolean {
-    const head = this.head;
-    return Atomics.load(this.i32, this.seqIndex(head)) === ((head + 1) | 0);
+    const cursor = this.cursor;
+    return Atomics.load(this.i32, this.seqIndex(cursor)) === ((cursor + 1) | 0);
   }
 
   /**
@@ -450,7 +593,7 @@ export class FrameRing {
    * commit will ring the bell and only a poll can reclaim the slot.
    */
   inFlight(): boolean {
-    return Atomics.load(this.i32, INBOX_TAIL_OFFSET / WORD) !== this.head;
+    return Atomics.load(this.i32, INBOX_TAIL_OFFSET / WORD) !== this.cursor;
   }
 
   /** Frames claimed but not yet consumed (tail - head). Racy observer. */
@@ -468,8 +611,8 @@ export class FrameRing {
     const i32 = this.i32;
     // SYNC POINT: parked (consumer side: store before re-checking the head slot).
     Atomics.store(i32, INBOX_PARKED_OFFSET / WORD, 1);
-    const head = this.head;
-    if (Atomics.load(i32, this.seqIndex(head)) === ((head + 1) | 0)) {
+    const cursor = this.cursor;
+    if (Atomics.load(i32, this.seqIndex(cursor)) === ((cursor + 1) | 0)) {
       Atomics.store(i32, INBOX_PARKED_OFFSET / WORD, 0);
       return false;
     }
