@@ -527,6 +527,71 @@ test('process.exit() with an armed waiter exits cleanly', async () => {
   assert.is(out.signal, null);
 });
 
+test('worker.terminate() with armed waiters is prompt and leaves no thread behind', async () => {
+  const { path } = createSegment();
+  const out = await runNode(
+    `const { Worker } = require('node:worker_threads');
+     const b = require(process.env.SHMBUS_ADDON);
+     const code = \`
+       const { parentPort, workerData } = require('node:worker_threads');
+       const b = require(workerData.addon);
+       const buf = b.open(workerData.path);
+       for (let i = 0; i < 4; i++) b.createWaiter(buf, 4 * i, () => {}).wait(0, -1);
+       parentPort.postMessage('armed');\`;
+     (async () => {
+       const threadsBefore = require('node:fs').readdirSync('/proc/self/task').length;
+       let worst = 0;
+       for (let i = 0; i < 5; i++) {
+         const w = new Worker(code, { eval: true, workerData: { addon: process.env.SHMBUS_ADDON, path: process.env.SEGMENT } });
+         await new Promise((resolve) => w.once('message', resolve));
+         const t = Date.now();
+         await w.terminate();
+         worst = Math.max(worst, Date.now() - t);
+       }
+       const threadsAfter = require('node:fs').readdirSync('/proc/self/task').length;
+       const buf = b.open(process.env.SEGMENT);
+       // no waiter thread is left parked on the words
+       process.stdout.write(JSON.stringify({ worst, threadsBefore, threadsAfter, parked: b.futexWake(buf, 0, 100) + b.futexWake(buf, 12, 100) }));
+     })();`,
+    { SEGMENT: path },
+    [],
+    20_000,
+  );
+  assert.is(out.code, 0, out.stderr);
+  const result = JSON.parse(out.stdout) as { worst: number; threadsBefore: number; threadsAfter: number; parked: number };
+  assert.is(result.parked, 0);
+  assert.ok(result.threadsAfter <= result.threadsBefore + 1, out.stdout);
+  assert.ok(result.worst < 1000, out.stdout);
+});
+
+test('an exception thrown by a callback reaches uncaughtException; the waiter stays usable', async () => {
+  const { path } = createSegment();
+  const out = await runNode(
+    `const b = require(process.env.SHMBUS_ADDON);
+     const buf = b.open(process.env.SEGMENT);
+     const seen = [];
+     const w = b.createWaiter(buf, 0, (r) => { throw new Error('boom ' + r); });
+     process.on('uncaughtException', (err) => {
+       seen.push(err.message + ' armed=' + w.armed);
+       if (seen.length < 2) return w.wait(0, 5);
+       w.close();
+       const w2 = b.createWaiter(buf, 4, (r) => { throw new Error('from close ' + r); });
+       w2.wait(0, -1);
+       try { w2.close(); } catch (e) { seen.push(e.message + ' armed=' + w2.armed); }
+       process.stdout.write(JSON.stringify(seen));
+     });
+     w.wait(0, 5);`,
+    { SEGMENT: path },
+  );
+  assert.is(out.code, 0, out.stderr);
+  assert.not.match(out.stderr, /DEP0168/);
+  assert.equal(JSON.parse(out.stdout), [
+    `boom ${WaitResult.TimedOut} armed=false`,
+    `boom ${WaitResult.TimedOut} armed=false`,
+    `from close ${WaitResult.Closed} armed=false`,
+  ]);
+});
+
 // ─── processStartTime ───────────────────────────────────────────────────────
 
 test('processStartTime of this process is positive and stable', () => {
