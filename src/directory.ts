@@ -24,6 +24,7 @@ import {
   ENTRY_DOORBELL_PORT_OFFSET,
   ENTRY_FLAGS_OFFSET,
   ENTRY_GENERATION_OFFSET,
+  ENTRY_METRICS_PORT_OFFSET,
   ENTRY_NAME_LENGTH_OFFSET,
   ENTRY_NAME_OFFSET,
   ENTRY_OWNER_PID_OFFSET,
@@ -56,6 +57,8 @@ export interface EntryInfo {
   readonly doorbellPort: number;
   readonly slotSize: number;
   readonly capacity: number;
+  /** TCP port of the endpoint's loopback HTTP metrics (relays); 0 = none. */
+  readonly metricsPort: number;
 }
 
 /** What an endpoint declares when it registers. */
@@ -66,6 +69,7 @@ export interface Registration {
   readonly doorbellPort: number;
   readonly slotSize: number;
   readonly capacity: number;
+  readonly metricsPort?: number;
 }
 
 export interface DirectoryOptions {
@@ -191,6 +195,7 @@ export class Directory {
         doorbellPort: Atomics.load(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD),
         slotSize: Atomics.load(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD),
         capacity: Atomics.load(u32, base + ENTRY_CAPACITY_OFFSET / WORD),
+        metricsPort: Atomics.load(u32, base + ENTRY_METRICS_PORT_OFFSET / WORD),
       };
       // SYNC POINT: entry published (seqlock end: nothing changed while we read).
       if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return info;
@@ -284,6 +289,7 @@ export class Directory {
     Atomics.store(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD, registration.doorbellPort);
     Atomics.store(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD, registration.slotSize);
     Atomics.store(u32, base + ENTRY_CAPACITY_OFFSET / WORD, registration.capacity);
+    Atomics.store(u32, base + ENTRY_METRICS_PORT_OFFSET / WORD, registration.metricsPort ?? 0);
     const name = registration.name;
     const nameBytes = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, MAX_NAME_LENGTH);
     nameBytes.fill(0);

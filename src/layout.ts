@@ -22,6 +22,7 @@ export const CACHE_LINE_LENGTH = 64;
 /** Segment kinds (the `kind` word of the common header). */
 export const SEGMENT_KIND_DIRECTORY = 1;
 export const SEGMENT_KIND_INBOX = 2;
+export const SEGMENT_KIND_DEDUP = 3;
 
 // ---------------------------------------------------------------------------
 // Common header: the first 40 bytes of every segment.
@@ -226,6 +227,34 @@ export const MAX_SEGMENT_LENGTH = 1 << 30;
 /** Default time a claimed-but-uncommitted slot may block the head while its producer is alive. */
 export const DEFAULT_RECLAIM_TIMEOUT_MS = 2000;
 
+// ---------------------------------------------------------------------------
+// Relay dedup table: file `shmbus.<namespace>.@relay.dedup`, written by the
+// namespace's relay only. Remembers the last sequence delivered per
+// (source host, source index, source generation, destination name).
+// ---------------------------------------------------------------------------
+
+/** u32 number of entries. */
+export const DEDUP_ENTRY_COUNT_OFFSET = 40;
+/** Where entries begin. */
+export const DEDUP_HEADER_LENGTH = 64;
+export const DEDUP_ENTRY_LENGTH = 32;
+/** u32 1 when the entry holds a key (stored last when an entry is filled). */
+export const DEDUP_USED_OFFSET = 0;
+/** u32 host id of the source (1-based index in the sorted host names of the cluster config). */
+export const DEDUP_SOURCE_HOST_OFFSET = 4;
+/** u32 directory index of the source on its host. */
+export const DEDUP_SOURCE_INDEX_OFFSET = 8;
+/** u32 directory generation of the source. */
+export const DEDUP_SOURCE_GENERATION_OFFSET = 12;
+/** u64 fingerprint of the destination name (two u32). */
+export const DEDUP_DESTINATION_HASH_OFFSET = 16;
+/** u32 last sequence delivered (serial-number order). */
+export const DEDUP_LAST_SEQUENCE_OFFSET = 24;
+/** u32 seconds (relay-local clock) of the last use, for eviction. */
+export const DEDUP_TOUCHED_OFFSET = 28;
+export const DEFAULT_DEDUP_ENTRY_COUNT = 65536;
+export const MAX_DEDUP_ENTRY_COUNT = 1 << 22;
+
 /** Byte offset of slot `index` (0 <= index < capacity) in an inbox with `slotSize`. */
 export function slotOffset(index: number, slotSize: number): number {
   return INBOX_HEADER_LENGTH + index * slotSize;
@@ -254,6 +283,16 @@ export function directoryFileName(namespace: string): string {
 /** File name of an endpoint's inbox segment. */
 export function inboxFileName(namespace: string, name: string): string {
   return `shmbus.${namespace}.${name}.inbox`;
+}
+
+/** File name of a namespace relay's dedup table. */
+export function dedupFileName(namespace: string): string {
+  return `shmbus.${namespace}.@relay.dedup`;
+}
+
+/** Total length of a dedup segment. */
+export function dedupSegmentLength(entryCount: number): number {
+  return DEDUP_HEADER_LENGTH + entryCount * DEDUP_ENTRY_LENGTH;
 }
 
 /** Prefix shared by every file of every namespace (used by `shmbus gc`). */

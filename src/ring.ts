@@ -453,6 +453,17 @@ export class FrameRing {
     }
   }
 
+  /**
+   * Decode the committed, unreleased slot at `position` (read earlier by
+   * {@link scan}) into the shared view again; null if it is no longer a
+   * committed frame of that position or its header is invalid.
+   */
+  viewAt(position: number): FrameView | null {
+    const base = this.seqIndex(position);
+    if (Atomics.load(this.i32, base) !== ((position + 1) | 0)) return null;
+    return this.decode(base) ? this.view : null;
+  }
+
   /** Restart reading at the head: every frame not yet released will be scanned again. */
   rewind(): void {
     this.cursor = this.head;

@@ -31,22 +31,28 @@ import {
   MAX_SLOT_SIZE,
   MIN_CAPACITY,
   MIN_SLOT_SIZE,
+  DEDUP_ENTRY_COUNT_OFFSET,
+  DEDUP_HEADER_LENGTH,
+  MAX_DEDUP_ENTRY_COUNT,
+  SEGMENT_KIND_DEDUP,
   SEGMENT_KIND_DIRECTORY,
   SEGMENT_KIND_INBOX,
   SEGMENT_LENGTH_OFFSET,
   SEGMENT_MAGIC,
   VERSION_OFFSET,
+  dedupSegmentLength,
   directorySegmentLength,
   inboxSegmentLength,
 } from './layout';
 
 const WORD = 4;
 
-export type SegmentKind = typeof SEGMENT_KIND_DIRECTORY | typeof SEGMENT_KIND_INBOX;
+export type SegmentKind = typeof SEGMENT_KIND_DIRECTORY | typeof SEGMENT_KIND_INBOX | typeof SEGMENT_KIND_DEDUP;
 
 const KIND_NAMES: Record<SegmentKind, string> = {
   [SEGMENT_KIND_DIRECTORY]: 'directory',
   [SEGMENT_KIND_INBOX]: 'inbox',
+  [SEGMENT_KIND_DEDUP]: 'relay dedup',
 };
 
 /** Start time of this process (cached: it never changes). */
@@ -205,6 +211,12 @@ export class Segment {
       if (!validCapacity(capacity)) throw corrupt(where, 'capacity', capacity, `a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}]`);
       const expected = inboxSegmentLength(slotSize, capacity);
       if (expected !== length) throw corrupt(where, 'length for its geometry', length, expected);
+    } else if (kind === SEGMENT_KIND_DEDUP) {
+      const count = u32[DEDUP_ENTRY_COUNT_OFFSET / WORD]!;
+      if (headerLength !== DEDUP_HEADER_LENGTH) throw corrupt(where, 'header length', headerLength, DEDUP_HEADER_LENGTH);
+      if (count < 1 || count > MAX_DEDUP_ENTRY_COUNT) throw corrupt(where, 'entry count', count, `1..${MAX_DEDUP_ENTRY_COUNT}`);
+      const expected = dedupSegmentLength(count);
+      if (expected !== length) throw corrupt(where, 'length for its entry count', length, expected);
     } else {
       const count = u32[DIR_ENTRY_COUNT_OFFSET / WORD]!;
       const entryLength = u32[DIR_ENTRY_LENGTH_OFFSET / WORD]!;

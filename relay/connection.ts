@@ -1,0 +1,150 @@
+/**
+ * One TCP (or TLS) connection between two relays: framing, decoding, writes
+ * with back-pressure, activity and byte counters, and a clean way to refuse
+ * (an ERROR message, then close). The handshake and what messages mean belong
+ * to the caller (pool.ts for connections we open, server.ts for ones we accept).
+ */
+import type { Socket } from 'node:net';
+import { MessageDecoder, ProtocolError, encodeAck, encodeError, type AckEntry, type AckStatus, type Message } from './protocol';
+
+let nextId = 1;
+
+export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'closed';
+
+export interface ConnectionEvents {
+  /** A complete message arrived. Throwing a ProtocolError refuses the peer. */
+  message(conn: Connection, msg: Message): void;
+  /** The connection closed (once). `error` says why, if it was not a clean end. */
+  closed(conn: Connection, error: Error | null): void;
+  /** Writes may continue after back-pressure. */
+  drained?(conn: Connection): void;
+}
+
+export class Connection {
+  readonly id = nextId++;
+  state: ConnectionState = 'connecting';
+  /** The authenticated peer host, once the handshake says who it is. */
+  peer: string | null = null;
+  framesIn = 0;
+  framesOut = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  lastActivity = performance.now();
+  /** Set when we refused the peer (the wire code we sent). */
+  refusedWith = 0;
+  private readonly decoder: MessageDecoder;
+  private acks: AckEntry[] = [];
+  private ackFlushScheduled = false;
+  private closeError: Error | null = null;
+
+  constructor(
+    readonly socket: Socket,
+    readonly direction: 'out' | 'in',
+    maxMessageBytes: number,
+    private readonly events: ConnectionEvents,
+  ) {
+    this.decoder = new MessageDecoder({ maxMessageBytes });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.events.drained?.(this));
+    socket.on('error', (err) => {
+      this.closeError ??= err;
+    });
+    socket.on('close', () => this.onClose());
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.state === 'closed') return;
+    this.lastActivity = performance.now();
+    try {
+      this.decoder.push(chunk);
+      for (let msg = this.decoder.next(); msg !== null; msg = this.decoder.next()) {
+        this.events.message(this, msg);
+        if (this.isClosed) return;
+      }
+    } catch (err) {
+      if (err instanceof ProtocolError) this.refuse(err.wireCode, err.message);
+      else this.destroy(err as Error);
+    }
+  }
+
+  private onClose(): void {
+    this.report();
+  }
+
+  private reported = false;
+
+  /** Tell the owner, once, that this connection is over. */
+  private report(): void {
+    if (this.reported) return;
+    this.reported = true;
+    this.state = 'closed';
+    this.events.closed(this, this.closeError);
+  }
+
+  /** Write an encoded message. Returns false when the socket buffers (wait for `drained`). */
+  send(message: Buffer): boolean {
+    if (this.state === 'closed') return false;
+    this.bytesOut += message.length;
+    this.lastActivity = performance.now();
+    return this.socket.write(message);
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** True while writes are buffered beyond the socket's high-water mark. */
+  get congested(): boolean {
+    return this.socket.writableNeedDrain;
+  }
+
+  /** Queue an ACK entry; all entries queued in one turn of the event loop go out as one ACK message. */
+  queueAck(frameId: number, status: number): boolean {
+    if (this.state === 'closed') return false;
+    this.acks.push({ frameId: frameId >>> 0, status: status as AckStatus });
+    if (!this.ackFlushScheduled) {
+      this.ackFlushScheduled = true;
+      setImmediate(() => this.flushAcks());
+    }
+    return true;
+  }
+
+  /** Send the queued ACK entries now. Returns how many went out. */
+  flushAcks(): number {
+    this.ackFlushScheduled = false;
+    const entries = this.acks;
+    if (entries.length === 0 || this.state === 'closed') return 0;
+    this.acks = [];
+    for (let i = 0; i < entries.length; i += 65535) this.send(encodeAck(entries.slice(i, i + 65535)));
+    return entries.length;
+  }
+
+  /** Refuse the peer: send ERROR `code` and close. */
+  refuse(code: number, message: string): void {
+    if (this.state === 'closed') return;
+    this.refusedWith = code;
+    this.closeError = new Error(`refused peer: ${message}`);
+    try {
+      this.socket.end(encodeError(code, message));
+    } catch {
+      // the socket is already gone
+    }
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+    this.report();
+  }
+
+  /** Close at once. */
+  destroy(error: Error | null = null): void {
+    if (error !== null) this.closeError ??= error;
+    this.socket.destroy();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The receiving relay's memory of what it delivered, kept in shared memory so
+ * that it survives the relay's own death: after a restart, frames the sending
+ * relay resends (because their acks were lost with the connection) are
+ * recognised and acked as DUPLICATE instead of being delivered twice.
+ *
+ * One entry per (source host, source index, source generation, destination
+ * name): frames of one source to one destination arrive in sequence order, so
+ * the highest sequence delivered is all that needs remembering. The table is
+ * written by its relay only (single writer); `lastSequence` is stored right
+ * after the frame's commit into the target inbox.
+ *
+ * Layout (segment kind 3, file `shmbus.<namespace>.@relay.dedup`): the common
+ * header, u32 entry count at 40, entries of 32 bytes from offset 64 — see
+ * docs/LAYOUT.md.
+ */
+import { join } from 'node:path';
+import { isBusError } from '../src/errors';
+import {
+  DEDUP_DESTINATION_HASH_OFFSET,
+  DEDUP_ENTRY_COUNT_OFFSET,
+  DEDUP_ENTRY_LENGTH,
+  DEDUP_SOURCE_GENERATION_OFFSET,
+  DEDUP_SOURCE_HOST_OFFSET,
+  DEDUP_SOURCE_INDEX_OFFSET,
+  DEDUP_HEADER_LENGTH,
+  DEDUP_LAST_SEQUENCE_OFFSET,
+  DEDUP_TOUCHED_OFFSET,
+  DEDUP_USED_OFFSET,
+  SEGMENT_KIND_DEDUP,
+  dedupFileName,
+  dedupSegmentLength,
+} from '../src/layout';
+import { Segment, unlinkQuiet } from '../src/segment';
+
+const WORD = 4;
+const MAX_PROBE = 32;
+
+/** FNV-1a over a string's char codes, with two seeds: a 64-bit fingerprint as two u32. */
+function fingerprint(text: string): [number, number] {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x5bd1e995) ^ (b >>> 15);
+  }
+  return [a >>> 0, b >>> 0];
+}
+
+/** Serial-number comparison of u32 sequences: is `a` at or before `b`? */
+export function sequenceAtOrBefore(a: number, b: number): boolean {
+  return ((a - b) | 0) <= 0;
+}
+
+export class DedupTable {
+  private readonly u32: Uint32Array;
+  private readonly index = new Map<string, number>();
+  private readonly entryCount: number;
+  private readonly startedSec = Math.floor(Date.now() / 1000);
+  evictions = 0;
+
+  private constructor(private readonly segment: Segment) {
+    this.u32 = segment.u32;
+    this.entryCount = this.u32[DEDUP_ENTRY_COUNT_OFFSET / WORD]!;
+    for (let i = 0; i < this.entryCount; i++) {
+      const base = this.base(i);
+      if (this.u32[base + DEDUP_USED_OFFSET / WORD] === 0) continue;
+      this.index.set(this.keyAt(base), i);
+    }
+  }
+
+  /** Attach the namespace's table (a predecessor's, after a crash) or create it. */
+  static open(dir: string, namespace: string, entryCount: number, mode: number): DedupTable {
+    const path = join(dir, dedupFileName(namespace));
+    try {
+      return new DedupTable(Segment.attach(path, SEGMENT_KIND_DEDUP, 0));
+    } catch (err) {
+      if (!(isBusError(err) && (err as { errno?: string }).errno === 'ENOENT')) {
+        if (!isBusError(err, 'ERR_SHMBUS_NOT_A_SEGMENT') && !isBusError(err, 'ERR_SHMBUS_CORRUPT_SEGMENT') && !isBusError(err, 'ERR_SHMBUS_LAYOUT_MISMATCH')) throw err;
+        // A broken table only costs duplicate detection for frames in flight: start afresh.
+        unlinkQuiet(path);
+      }
+    }
+    return new DedupTable(
+      Segment.create(path, SEGMENT_KIND_DEDUP, dedupSegmentLength(entryCount), mode, DEDUP_HEADER_LENGTH, (buffer) => {
+        new Uint32Array(buffer)[DEDUP_ENTRY_COUNT_OFFSET / WORD] = entryCount;
+      }),
+    );
+  }
+
+  get size(): number {
+    return this.index.size;
+  }
+
+  private base(i: number): number {
+    return (DEDUP_HEADER_LENGTH + i * DEDUP_ENTRY_LENGTH) / WORD;
+  }
+
+  private keyAt(base: number): string {
+    const u = this.u32;
+    const fp: [number, number] = [u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD]!, u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD + 1]!];
+    return DedupTable.key(u[base + DEDUP_SOURCE_HOST_OFFSET / WORD]!, u[base + DEDUP_SOURCE_INDEX_OFFSET / WORD]!, u[base + DEDUP_SOURCE_GENERATION_OFFSET / WORD]!, fp);
+  }
+
+  private static key(sourceHost: number, sourceIndex: number, sourceGeneration: number, fp: [number, number]): string {
+    return `${sourceHost}:${sourceIndex}:${sourceGeneration}:${fp[0]}:${fp[1]}`;
+  }
+
+  /**
+   * Was frame `sequence` of this (source, destination) already delivered?
+   * Returns the table slot to pass to {@link delivered}, or -1 if it is a duplicate.
+   */
+  check(sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string, sequence: number): number {
+    const fp = fingerprint(destination);
+    const key = DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fp);
+    const slot = this.index.get(key);
+    if (slot !== undefined) {
+      const last = this.u32[this.base(slot) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
+      return sequenceAtOrBefore(sequence, last) ? -1 : slot;
+    }
+    return this.insert(key, sourceHost, sourceIndex, sourceGeneration, fp, (sequence - 1) >>> 0);
+  }
+
+  /** Record that `sequence` was committed into the target inbox. */
+  delivered(slot: number, sequence: number): void {
+    const base = this.base(slot);
+    this.u32[base + DEDUP_LAST_SEQUENCE_OFFSET / WORD] = sequence;
+    this.u32[base + DEDUP_TOUCHED_OFFSET / WORD] = Math.floor(Date.now() / 1000) - this.startedSec + 1;
+  }
+
+  private insert(key: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, fp: [number, number], last: number): number {
+    const home = (Math.imul(fp[0] ^ sourceIndex ^ (sourceGeneration << 7) ^ (sourceHost << 21), 0x9e3779b1) >>> 0) % this.entryCount;
+    let victim = -1;
+    let oldest = Infinity;
+    for (let k = 0; k < MAX_PROBE; k++) {
+      const i = (home + k) % this.entryCount;
+      const base = this.base(i);
+      if (this.u32[base + DEDUP_USED_OFFSET / WORD] === 0) {
+        victim = i;
+        oldest = -1;
+        break;
+      }
+      const touched = this.u32[base + DEDUP_TOUCHED_OFFSET / WORD]!;
+      if (touched < oldest) {
+        oldest = touched;
+        victim = i;
+      }
+    }
+    const base = this.base(victim);
+    const u = this.u32;
+    if (u[base + DEDUP_USED_OFFSET / WORD] !== 0) {
+      // Evict the least recently used entry of the probe window: only frames still unacked could need it.
+      this.index.delete(this.keyAt(base));
+      this.evictions++;
+      u[base + DEDUP_USED_OFFSET / WORD] = 0;
+    }
+    u[base + DEDUP_SOURCE_HOST_OFFSET / WORD] = sourceHost;
+    u[base + DEDUP_SOURCE_INDEX_OFFSET / WORD] = sourceIndex;
+    u[base + DEDUP_SOURCE_GENERATION_OFFSET / WORD] = sourceGeneration;
+    u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD] = fp[0];
+    u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD + 1] = fp[1];
+    u[base + DEDUP_LAST_SEQUENCE_OFFSET / WORD] = last;
+    u[base + DEDUP_TOUCHED_OFFSET / WORD] = Math.floor(Date.now() / 1000) - this.startedSec + 1;
+    u[base + DEDUP_USED_OFFSET / WORD] = 1;
+    this.index.set(key, victim);
+    return victim;
+  }
+
+  /** Unmap; with `remove`, delete the file (a clean shutdown with nothing in flight). */
+  close(remove: boolean): void {
+    if (remove) this.segment.unlink();
+    this.segment.unmap();
+  }
+}

@@ -1,0 +1,255 @@
+/**
+ * The relay's side of shared memory: its own endpoint ("@relay") whose inbox
+ * is the host's outbound ring, and the producer side that writes frames from
+ * other hosts into local inboxes.
+ *
+ * Outbound frames are read with FrameRing.scan (no release): each stays in
+ * shared memory until the peer relay acks it, so a relay killed and restarted
+ * (it takes its dead predecessor's inbox over) sends every unacked frame again.
+ * The doorbell is a UDP datagram on loopback, rung by a producer only when the
+ * relay has parked.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { debuglog } from 'node:util';
+import { BusError, isBusError } from '../src/errors';
+import { Directory, type EntryInfo } from '../src/directory';
+import { ring as ringDoorbell, UDP_DOORBELL_DATAGRAM } from '../src/doorbell';
+import {
+  DOORBELL_UDP,
+  ENTRY_FLAG_RELAY,
+  FRAME_FLAG_NOTICE,
+  FRAME_FLAG_REMOTE,
+  NOTICE_ADDRESS_OFFSET,
+  NOTICE_KIND_OFFSET,
+  NOTICE_REASON_OFFSET,
+  NOTICE_SEQUENCE_OFFSET,
+  NOTICE_UNDELIVERABLE,
+  RELAY_ENDPOINT_NAME,
+} from '../src/layout';
+import { openInbox } from '../src/bus';
+import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/options';
+import { FrameRing, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/ring';
+import { Routes, type Route } from '../src/routes';
+import { isProcessAlive, type Segment } from '../src/segment';
+
+const debug = debuglog('shmbus');
+
+export interface RelayEndpointOptions {
+  readonly dir: string;
+  readonly namespace: string;
+  readonly slotSize: number;
+  readonly capacity: number;
+  /** UDP doorbell port on 127.0.0.1 (0 = ephemeral). */
+  readonly doorbellPort: number;
+  readonly reclaimTimeoutMs: number;
+}
+
+/** Outcome of writing a frame into a local inbox. */
+export const DELIVERED = 0;
+export const TARGET_FULL = 1;
+export const TARGET_UNKNOWN = 2;
+export const TARGET_TOO_SMALL = 3;
+export type DeliveryResult = typeof DELIVERED | typeof TARGET_FULL | typeof TARGET_UNKNOWN | typeof TARGET_TOO_SMALL;
+
+export class RelayEndpoint {
+  readonly entry: EntryInfo;
+  readonly ring: FrameRing;
+  readonly doorbellPort: number;
+  /** Datagrams on the doorbell port that were not a doorbell (ignored). */
+  doorbellGarbage = 0;
+  doorbellRings = 0;
+  noticesWritten = 0;
+  noticesLost = 0;
+  private readonly routes: Routes;
+  private readonly prefixes = new Map<string, Uint8Array>();
+  private readonly stamp: ProducerStamp = { sourceIndex: 0, sourceGeneration: 0, sourceHost: 0, flags: FRAME_FLAG_REMOTE };
+  private readonly noticeStamp: ProducerStamp;
+  private onWake: (() => void) | null = null;
+  private closed = false;
+
+  private constructor(
+    readonly options: RelayEndpointOptions,
+    private readonly directory: Directory,
+    private readonly segment: Segment,
+    entry: EntryInfo,
+    private readonly udp: Socket,
+  ) {
+    this.entry = entry;
+    this.ring = new FrameRing(segment.buffer);
+    this.ring.attachConsumer({ reclaimTimeoutMs: options.reclaimTimeoutMs, isAlive: (pid) => isProcessAlive(pid) });
+    this.doorbellPort = udp.address().port;
+    this.routes = new Routes(directory, options.dir, options.namespace);
+    this.noticeStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: FRAME_FLAG_NOTICE };
+    udp.on('message', (msg) => this.onDatagram(msg));
+  }
+
+  /**
+   * Bind the doorbell, register "@relay" in the namespace (taking over a dead
+   * predecessor's entry and inbox, frames included) and map the inbox.
+   * ERR_SHMBUS_NAME_IN_USE if a live relay already serves the namespace.
+   */
+  static async open(options: RelayEndpointOptions, metricsPort: number): Promise<RelayEndpoint> {
+    const udp = createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(options.doorbellPort, '127.0.0.1', () => {
+        udp.off('error', reject);
+        resolve();
+      });
+    });
+    udp.on('error', (err) => debug('relay doorbell socket error: %s', err.message));
+    const directory = Directory.open({ dir: options.dir, namespace: options.namespace, entryCount: 256, mode: DEFAULT_MODE, lockTimeoutMs: DEFAULT_LOCK_TIMEOUT_MS });
+    let segment: Segment | null = null;
+    try {
+      const entry = directory.register(
+        { name: RELAY_ENDPOINT_NAME, flags: ENTRY_FLAG_RELAY, doorbellKind: DOORBELL_UDP, doorbellPort: udp.address().port, slotSize: options.slotSize, capacity: options.capacity, metricsPort },
+        () => {
+          segment = openInbox({ dir: options.dir, namespace: options.namespace, name: RELAY_ENDPOINT_NAME, slotSize: options.slotSize, capacity: options.capacity, mode: DEFAULT_MODE });
+        },
+      );
+      return new RelayEndpoint(options, directory, segment!, entry, udp);
+    } catch (err) {
+      (segment as Segment | null)?.unmap();
+      directory.close();
+      udp.close();
+      throw err;
+    }
+  }
+
+  private onDatagram(msg: Buffer): void {
+    if (msg.length !== UDP_DOORBELL_DATAGRAM.length || msg[0] !== UDP_DOORBELL_DATAGRAM[0]) {
+      this.doorbellGarbage++;
+      return;
+    }
+    this.doorbellRings++;
+    this.wake();
+  }
+
+  private wake(): void {
+    const cb = this.onWake;
+    if (cb === null) return;
+    this.onWake = null;
+    this.ring.unpark();
+    cb();
+  }
+
+  /**
+   * Park until a producer rings (or `timeoutMs` passes, if >= 0). Returns
+   * false without parking if a frame is already waiting.
+   */
+  park(onWake: () => void, timeoutMs: number): boolean {
+    if (this.closed || !this.ring.prepareToPark()) return false;
+    this.onWake = onWake;
+    if (timeoutMs >= 0) {
+      setTimeout(() => this.wake(), this.ring.inFlight() ? Math.min(timeoutMs, 10) : timeoutMs).unref();
+    }
+    return true;
+  }
+
+  /** Read unacked outbound frames (see FrameRing.scan). */
+  scan(handler: (frame: FrameView, position: number) => void, limit: number): number {
+    return this.ring.scan(handler, limit);
+  }
+
+  /** Name of the local endpoint that sent an outbound frame; null if it has gone. */
+  localName(index: number, generation: number): string | null {
+    const info = index < this.directory.entryCount ? this.directory.read(index) : null;
+    return info !== null && info.generation === generation ? info.name : null;
+  }
+
+  private route(name: string): Route | null {
+    const cached = this.routes.get(name);
+    if (cached !== null) return cached;
+    try {
+      return this.routes.resolve(name);
+    } catch (err) {
+      if (isBusError(err, 'ERR_SHMBUS_UNKNOWN_DESTINATION') || isBusError(err, 'ERR_SHMBUS_INVALID_OPTION')) return null;
+      throw err;
+    }
+  }
+
+  /**
+   * Write a frame from another host into local endpoint `target`'s inbox,
+   * stamped with its source (host id, index, generation, sequence) and the
+   * source address `name@host` as prefix.
+   */
+  deliver(target: string, sourceAddress: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, sequence: number, payload: Uint8Array): DeliveryResult {
+    const route = this.route(target);
+    if (route === null) return TARGET_UNKNOWN;
+    let prefix = this.prefixes.get(sourceAddress);
+    if (prefix === undefined) {
+      prefix = encodeAddressPrefix(sourceAddress);
+      if (this.prefixes.size > 65536) this.prefixes.clear();
+      this.prefixes.set(sourceAddress, prefix);
+    }
+    const ring = route.ring;
+    if (prefix.length + payload.length > ring.maxPayload) return TARGET_TOO_SMALL;
+    const position = ring.claim();
+    if (position === -1) {
+      return TARGET_FULL;
+    }
+    const stamp = this.stamp;
+    stamp.sourceHost = sourceHost;
+    stamp.sourceIndex = sourceIndex;
+    stamp.sourceGeneration = sourceGeneration;
+    ring.write(position, stamp, route.entry.index, sequence, payload, prefix);
+    if (ring.commit(position) === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    return DELIVERED;
+  }
+
+  /** Is local endpoint `target` registered right now? */
+  hasTarget(target: string): boolean {
+    return this.route(target) !== null;
+  }
+
+  /**
+   * Tell a local sender that its frame to `destination` was not delivered:
+   * a NOTICE frame in its inbox. A sender that has gone, or whose inbox is
+   * full, cannot be told: counted in noticesLost.
+   */
+  notice(senderIndex: number, senderGeneration: number, reason: number, sequence: number, destination: string): boolean {
+    const name = this.localName(senderIndex, senderGeneration);
+    const route = name === null ? null : this.route(name);
+    if (route === null) {
+      this.noticesLost++;
+      return false;
+    }
+    const address = encodeAddressPrefix(destination);
+    const body = new Uint8Array(NOTICE_ADDRESS_OFFSET + address.length);
+    body[NOTICE_KIND_OFFSET] = NOTICE_UNDELIVERABLE;
+    body[NOTICE_REASON_OFFSET] = reason;
+    new DataView(body.buffer).setUint32(NOTICE_SEQUENCE_OFFSET, sequence, true);
+    body.set(address, NOTICE_ADDRESS_OFFSET);
+    const ring = route.ring;
+    if (body.length > ring.maxPayload) {
+      this.noticesLost++;
+      return false;
+    }
+    const position = ring.claim();
+    if (position === -1) {
+      this.noticesLost++;
+      return false;
+    }
+    ring.write(position, this.noticeStamp, route.entry.index, sequence, body);
+    if (ring.commit(position) === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    this.noticesWritten++;
+    return true;
+  }
+
+  /** Unregister (removing the inbox: only on a clean shutdown with nothing unacked), unmap, close the doorbell. */
+  close(removeInbox: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onWake = null;
+    this.udp.close();
+    this.routes.close();
+    try {
+      if (removeInbox) this.directory.unregister(this.entry.index, this.entry.generation, () => this.segment.unlink());
+    } finally {
+      this.segment.unmap();
+      this.directory.close();
+    }
+  }
+}
+
+export { BusError };
