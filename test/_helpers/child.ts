@@ -42,7 +42,14 @@ async function produce(): Promise<void> {
   for (let seq = 0; seq < count; seq++) {
     encode(payload, args.id ?? 0, seq);
     let spins = 0;
-    while (!bus.sendToLocal(args.dest!, payload)) {
+    for (;;) {
+      try {
+        if (bus.send(args.dest!, payload)) break;
+      } catch (err) {
+        // A dead relay with a full inbox: wait for its restart, as an application would.
+        if ((err as { code?: string }).code !== 'ERR_SHMBUS_RELAY_UNAVAILABLE') throw err;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
       refusals++;
       if (++spins % 64 === 0) await yieldToLoop();
     }
@@ -82,6 +89,28 @@ async function main(): Promise<void> {
       } catch (err) {
         console.log(`commit ${(err as { code?: string }).code}`);
       }
+      await bus.close();
+      return;
+    }
+    case 'sink': {
+      // Receive `count` frames; print one line per producer id with the count and any order error.
+      const bus = openOwn();
+      console.log('ready');
+      const next = new Map<number, number>();
+      let errors = 0;
+      let total = 0;
+      for await (const frame of bus.frames()) {
+        const view = new DataView(frame.payload.buffer, frame.payload.byteOffset, frame.payload.byteLength);
+        const id = view.getUint32(0, true);
+        const seq = view.getUint32(4, true);
+        if (seq !== (next.get(id) ?? 0)) {
+          if (errors++ < 5) console.log(`order error: producer ${id} seq ${seq} expected ${next.get(id) ?? 0} from ${frame.source}`);
+        }
+        next.set(id, seq + 1);
+        if (++total === args.count) break;
+      }
+      const counts = [...next.entries()].sort((x, y) => x[0] - y[0]).map(([id, n]) => `${id}:${n}`);
+      console.log(`received ${total} errors ${errors} ${counts.join(' ')}`);
       await bus.close();
       return;
     }

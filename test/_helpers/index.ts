@@ -103,10 +103,24 @@ export function spawnChild(role: string, args: Record<string, unknown>): Child {
   };
 }
 
-/** Kill every child still running and remove every folder made by shmDir. */
+const cleanups: Array<() => void> = [];
+
+/** Run `fn` in the next cleanupAll (kill a process, remove a folder, delete a network namespace...). */
+export function registerCleanup(fn: () => void): void {
+  cleanups.push(fn);
+}
+
+/** Kill every child still running and remove every folder made by shmDir; run registered cleanups. */
 export function cleanupAll(): void {
   for (const child of children) child.kill('SIGKILL');
   children.clear();
+  for (const fn of cleanups.splice(0).reverse()) {
+    try {
+      fn();
+    } catch {
+      // keep cleaning
+    }
+  }
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   dirs.clear();
 }

@@ -1,0 +1,239 @@
+/**
+ * The transit relay end to end: real relay processes, real TCP between them,
+ * real UDP doorbells, "hosts" as namespaces in one private /dev/shm folder.
+ *
+ * SHMBUS_RELAY_FRAMES sets the frames per sender in the stream tests (default 20000).
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createServer, connect, type Socket } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { Bus, parseNotice, type Frame } from '../src/index';
+import { cleanupAll, deadline, filesIn, spawnChild, until } from './_helpers';
+import { makeCluster, freePort } from './_helpers/cluster';
+
+const FRAMES = Number(process.env.SHMBUS_RELAY_FRAMES ?? 20_000);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+/** Next frame from `bus`, polling, behind a deadline. */
+async function nextFrame(bus: Bus, ms = 10_000, what = 'a frame'): Promise<Frame> {
+  return deadline(
+    (async () => {
+      for (;;) {
+        const f = bus.recvFromLocal();
+        if (f !== null) return f;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })(),
+    ms,
+    what,
+  );
+}
+
+const basic = suite('relay: two hosts');
+basic.after.each(cleanupAll);
+
+basic('a local pair talks to a remote pair in both directions, sources named name@host', async () => {
+  const cluster = await makeCluster(['alpha', 'beta']);
+  const [ra, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const a2 = await Bus.open({ name: 'a2', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir });
+  const b2 = await Bus.open({ name: 'b2', namespace: cluster.ns('beta'), dir: cluster.dir });
+  assert.ok(a1.send('b1@beta', bytes('a1->b1')));
+  assert.ok(a2.sendToRemote('beta', 'b2', bytes('a2->b2')));
+  assert.ok(a1.send('a2', bytes('local')));
+  const f1 = await nextFrame(b1);
+  assert.is(f1.source, 'a1@alpha');
+  assert.is(text(f1.payload), 'a1->b1');
+  const f2 = await nextFrame(b2);
+  assert.is(f2.source, 'a2@alpha');
+  assert.is(text((await nextFrame(a2)).payload), 'local');
+  // Reply to the address the frame came from.
+  assert.ok(b1.send(f1.source, bytes('b1->a1')));
+  const back = await nextFrame(a1);
+  assert.is(back.source, 'b1@beta');
+  assert.is(text(back.payload), 'b1->a1');
+  const ma = await ra.metrics();
+  assert.is(ma.peers.beta!.framesOut, 2);
+  assert.is(ma.peers.beta!.framesIn, 1);
+  for (const b of [a1, a2, b1, b2]) await b.close();
+  assert.is(await ra.stop(), 0);
+  assert.is(await rb.stop(), 0);
+  assert.equal(filesIn(cluster.dir), [], 'relays and endpoints removed every segment');
+});
+
+basic('a send with no relay running is ERR_SHMBUS_RELAY_UNAVAILABLE, not a hang', async () => {
+  const cluster = await makeCluster(['alpha', 'beta']);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  try {
+    a1.send('b1@beta', bytes('x'));
+    assert.unreachable('no relay');
+  } catch (err) {
+    assert.is((err as { code?: string }).code, 'ERR_SHMBUS_RELAY_UNAVAILABLE');
+  }
+  await a1.close();
+});
+
+basic('an unknown remote endpoint and an unknown host come back as notices', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 300 } });
+  await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  assert.ok(a1.send('nobody@beta', bytes('?')));
+  assert.ok(a1.send('x@gamma', bytes('?')));
+  const notices = [await nextFrame(a1), await nextFrame(a1)].map((f) => parseNotice(f)!);
+  const byDest = Object.fromEntries(notices.map((n) => [n.destination, n]));
+  assert.is(byDest['nobody@beta']!.reason, 'UNKNOWN_DESTINATION');
+  assert.is(byDest['nobody@beta']!.sequence, 0);
+  assert.is(byDest['x@gamma']!.reason, 'UNKNOWN_HOST');
+  await a1.close();
+});
+
+basic('a target that appears within the TTL receives the frames that waited for it', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 10_000 } });
+  const [, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  for (let i = 0; i < 3; i++) assert.ok(a1.send('late@beta', bytes(`w${i}`)));
+  await untilMetrics(rb, (m) => m.global.pendingFrames === 3, 'three frames pending on beta');
+  const late = await Bus.open({ name: 'late', namespace: cluster.ns('beta'), dir: cluster.dir });
+  const got = [await nextFrame(late), await nextFrame(late), await nextFrame(late)].map((f) => text(f.payload));
+  assert.equal(got, ['w0', 'w1', 'w2']);
+  await late.close();
+  await a1.close();
+});
+
+basic('a full remote inbox holds frames pending, in order, until the target reads', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 20_000 } });
+  await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir, capacity: 4 });
+  for (let i = 0; i < 20; i++) assert.ok(a1.send('b1@beta', bytes(`${i}`)));
+  await until(() => b1.stats().depth === 4, 10_000, 'remote inbox filled');
+  const got: string[] = [];
+  while (got.length < 20) got.push(text((await nextFrame(b1)).payload));
+  assert.equal(got, Array.from({ length: 20 }, (_, i) => `${i}`));
+  await a1.close();
+  await b1.close();
+});
+
+basic('frames that stay undeliverable past the TTL come back as EXPIRED notices', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 300 } });
+  await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir, capacity: 2 });
+  for (let i = 0; i < 5; i++) assert.ok(a1.send('b1@beta', bytes(`${i}`)));
+  const notices = [await nextFrame(a1), await nextFrame(a1), await nextFrame(a1)].map((f) => parseNotice(f)!);
+  assert.equal(notices.map((n) => [n.reason, n.sequence]), [['EXPIRED', 2], ['EXPIRED', 3], ['EXPIRED', 4]]);
+  assert.equal([await nextFrame(b1), await nextFrame(b1)].map((f) => text(f.payload)), ['0', '1']);
+  await a1.close();
+  await b1.close();
+});
+
+const streams = suite('relay: no loss, no duplicates');
+streams.after.each(cleanupAll);
+
+type ClusterT = Awaited<ReturnType<typeof makeCluster>>;
+type RelayT = Awaited<ReturnType<ClusterT['start']>>;
+interface Proxy {
+  server: ReturnType<typeof createServer>;
+  sockets: Set<Socket>;
+  port: number;
+}
+
+/** Wait until `predicate(metrics of relay)` holds. */
+async function untilMetrics(relay: RelayT, predicate: (m: Awaited<ReturnType<RelayT['metrics']>>) => boolean, what: string): Promise<void> {
+  await deadline(
+    (async () => {
+      for (;;) {
+        if (predicate(await relay.metrics())) return;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })(),
+    60_000,
+    what,
+  );
+}
+
+async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record<string, RelayT>; proxy: Proxy | null }) => Promise<void>, options: { proxy?: boolean } = {}) {
+  let proxy: Proxy | null = null;
+  let betaPort = 0;
+  if (options.proxy) {
+    const sockets = new Set<Socket>();
+    const server = createServer((client) => {
+      const upstream = connect(betaPort, '127.0.0.1');
+      sockets.add(client);
+      sockets.add(upstream);
+      client.pipe(upstream);
+      upstream.pipe(client);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        sockets.delete(client);
+        sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    proxy = { server, sockets, port };
+  }
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
+  betaPort = cluster.port('beta');
+  try {
+    const relays: Record<string, RelayT> = { alpha: await cluster.start('alpha'), beta: await cluster.start('beta') };
+    const sink = spawnChild('sink', { dir: cluster.dir, ns: cluster.ns('beta'), name: 'sink', count: 2 * FRAMES });
+    await sink.line(/^ready$/);
+    const producers = [1, 2].map((id) => spawnChild('producer', { dir: cluster.dir, ns: cluster.ns('alpha'), name: `p${id}`, dest: 'sink@beta', count: FRAMES, id }));
+    await disrupt({ cluster, relays, proxy });
+    for (const p of producers) assert.equal((await p.exited(120_000)).code, 0, p.stderr());
+    const result = await sink.line(/^received /, 120_000);
+    assert.is(result, `received ${2 * FRAMES} errors 0 1:${FRAMES} 2:${FRAMES}`, sink.lines.join('\n'));
+    return { cluster, relays };
+  } finally {
+    if (proxy) {
+      for (const s of proxy.sockets) s.destroy();
+      proxy.server.close();
+    }
+  }
+}
+
+streams(`${FRAMES} frames x 2 senders through two relays arrive exactly once, in order`, async () => {
+  const { relays } = await streamScenario(async () => {});
+  const m = await relays.beta!.metrics();
+  assert.is(m.global.duplicates, 0);
+});
+
+streams('TCP connections broken mid-stream (three times) lose and duplicate nothing', async () => {
+  const { relays } = await streamScenario(
+    async ({ relays, proxy }) => {
+      for (let cut = 1; cut <= 3; cut++) {
+        await untilMetrics(relays.alpha!, (m) => (m.peers.beta?.framesOut ?? 0) > (cut * FRAMES) / 3, `stream under way before cut ${cut}`);
+        for (const s of proxy!.sockets) s.destroy();
+      }
+    },
+    { proxy: true },
+  );
+  const m = await relays.alpha!.metrics();
+  assert.ok(m.peers.beta!.reconnects >= 1, 'the link reconnected');
+});
+
+streams('the remote relay SIGKILLed and restarted mid-stream: nothing lost, nothing twice', async () => {
+  await streamScenario(async ({ cluster, relays }) => {
+    await untilMetrics(relays.beta!, (m) => (m.global.delivered ?? 0) > FRAMES / 3, 'stream under way');
+    await relays.beta!.kill();
+    relays.beta = await cluster.start('beta');
+  });
+});
+
+streams('the local relay SIGKILLed and restarted mid-stream: nothing lost, nothing twice', async () => {
+  await streamScenario(async ({ cluster, relays }) => {
+    await untilMetrics(relays.alpha!, (m) => (m.peers.beta?.framesOut ?? 0) > FRAMES / 3, 'stream under way');
+    await relays.alpha!.kill();
+    relays.alpha = await cluster.start('alpha');
+  });
+});
+
+basic.run();
+streams.run();

@@ -1,0 +1,207 @@
+/**
+ * Several "hosts" on one machine for relay tests: one namespace per host in a
+ * private /dev/shm folder, one transit-server process per host on loopback
+ * ports, a cluster config with a fresh secret. Everything is removed by
+ * `cleanupAll` (from ./index), even when a test fails.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { deadline, registerCleanup, shmDir } from './index';
+
+const RELAY_CLI = join(__dirname, '..', '..', 'relay', 'cli.ts');
+
+/** A free TCP port on 127.0.0.1 (bound and released; the relay binds it right after). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface HostSpec {
+  /** Override the relay address peers dial (e.g. a proxy in front of it). */
+  dialPort?: number;
+  inboxCapacity?: number;
+  inboxSlotSize?: number;
+}
+
+export interface Relay {
+  readonly host: string;
+  readonly process: ChildProcess;
+  readonly lines: string[];
+  /** JSON log events so far. */
+  events(name?: string): Array<Record<string, unknown>>;
+  /** Wait for a log event. */
+  event(name: string, ms?: number, predicate?: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  metricsPort(): number;
+  /** GET /metrics.json. */
+  metrics(): Promise<{ global: Record<string, number>; peers: Record<string, Record<string, number>> }>;
+  prometheus(): Promise<string>;
+  /** SIGTERM and wait for the exit code. */
+  stop(ms?: number): Promise<number | null>;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+  exited(ms?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface Cluster {
+  readonly configPath: string;
+  readonly folder: string;
+  readonly dir: string;
+  /** Namespace of a host. */
+  ns(host: string): string;
+  /** Port a host's relay listens on. */
+  port(host: string): number;
+  start(host: string, extraArgs?: string[]): Promise<Relay>;
+  /** Rewrite the config (e.g. to point a host at a proxy). */
+  writeConfig(mutate?: (config: Record<string, unknown>) => void): void;
+}
+
+const relays = new Set<ChildProcess>();
+
+function killRelays(): void {
+  for (const p of relays) p.kill('SIGKILL');
+  relays.clear();
+}
+
+export async function makeCluster(hosts: string[], options: { limits?: Record<string, number>; specs?: Record<string, HostSpec>; secret?: string } = {}): Promise<Cluster> {
+  const folder = mkdtempSync(join(tmpdir(), 'shmbus-cluster-'));
+  registerCleanup(() => rmSync(folder, { recursive: true, force: true }));
+  registerCleanup(killRelays);
+  const dir = shmDir();
+  const tag = `c${process.pid}x${Math.floor(Math.random() * 1e6)}`;
+  const ports = new Map<string, number>();
+  for (const h of hosts) ports.set(h, await freePort());
+  const secretPath = join(folder, 'cluster.secret');
+  writeFileSync(secretPath, options.secret ?? randomBytes(32).toString('hex'));
+  chmodSync(secretPath, 0o600);
+  const configPath = join(folder, 'cluster.json');
+  const base = () => ({
+    secret: { file: './cluster.secret' },
+    limits: { ttlMs: 5000, connectTimeoutMs: 1000, handshakeTimeoutMs: 1000, backoffInitialMs: 20, backoffMaxMs: 200, ...options.limits },
+    hosts: Object.fromEntries(
+      hosts.map((h) => [
+        h,
+        {
+          relay: `127.0.0.1:${options.specs?.[h]?.dialPort ?? ports.get(h)}`,
+          namespace: `${tag}-${h}`,
+          dir,
+          metrics: '127.0.0.1:0',
+          ...(options.specs?.[h]?.inboxCapacity !== undefined ? { inboxCapacity: options.specs[h]!.inboxCapacity } : {}),
+          ...(options.specs?.[h]?.inboxSlotSize !== undefined ? { inboxSlotSize: options.specs[h]!.inboxSlotSize } : {}),
+        },
+      ]),
+    ),
+  });
+  const cluster: Cluster = {
+    configPath,
+    folder,
+    dir,
+    ns: (h) => `${tag}-${h}`,
+    port: (h) => ports.get(h)!,
+    writeConfig(mutate) {
+      const config = base() as Record<string, unknown>;
+      mutate?.(config);
+      writeFileSync(configPath, JSON.stringify(config, null, 2));
+    },
+    async start(host, extraArgs = []) {
+      // A relay's own listen address is the real port even when peers dial a proxy.
+      const config = base() as { hosts: Record<string, { relay: string }> };
+      config.hosts[host]!.relay = `127.0.0.1:${ports.get(host)}`;
+      const own = join(folder, `cluster.${host}.json`);
+      writeFileSync(own, JSON.stringify(config, null, 2));
+      return startRelay(host, own, extraArgs);
+    },
+  };
+  cluster.writeConfig();
+  return cluster;
+}
+
+function startRelay(host: string, configPath: string, extraArgs: string[]): Promise<Relay> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', RELAY_CLI, '--config', configPath, '--host', host, '--drain-timeout-ms', '2000', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  relays.add(proc);
+  const lines: string[] = [];
+  let stderr = '';
+  const waiters: Array<() => void> = [];
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    lines.push(line);
+    for (const w of waiters.splice(0)) w();
+  });
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.on('exit', (code, signal) => {
+      relays.delete(proc);
+      for (const w of waiters.splice(0)) w();
+      resolve({ code, signal });
+    }),
+  );
+  const parsed = (): Array<Record<string, unknown>> =>
+    lines.flatMap((l) => {
+      try {
+        return [JSON.parse(l) as Record<string, unknown>];
+      } catch {
+        return [];
+      }
+    });
+  const relay: Relay = {
+    host,
+    process: proc,
+    lines,
+    events: (name) => parsed().filter((e) => name === undefined || e.event === name),
+    event(name, ms = 10_000, predicate = () => true) {
+      const find = () => parsed().find((e) => e.event === name && predicate(e));
+      return deadline(
+        new Promise((resolve, reject) => {
+          const check = () => {
+            const found = find();
+            if (found !== undefined) resolve(found);
+            else if (proc.exitCode !== null || proc.signalCode !== null) reject(new Error(`relay ${host} exited before "${name}": ${lines.join('\n')} ${stderr}`));
+            else waiters.push(check);
+          };
+          check();
+        }),
+        ms,
+        `relay ${host} logging "${name}" (log: ${lines.slice(-5).join(' | ')} ${stderr.slice(-300)})`,
+      );
+    },
+    metricsPort() {
+      const start = parsed().find((e) => e.event === 'start');
+      return Number(String(start?.metrics).split(':')[1]);
+    },
+    metrics: () => httpGet(relay.metricsPort(), '/metrics.json').then((t) => JSON.parse(t)),
+    prometheus: () => httpGet(relay.metricsPort(), '/metrics'),
+    async stop(ms = 10_000) {
+      proc.kill('SIGTERM');
+      return (await deadline(exit, ms, `relay ${host} stopping`)).code;
+    },
+    async kill() {
+      proc.kill('SIGKILL');
+      await deadline(exit, 10_000, `relay ${host} dying`);
+    },
+    exited: (ms = 10_000) => deadline(exit, ms, `relay ${host} exiting`),
+  };
+  return relay.event('start', 15_000).then(() => relay);
+}
+
+function httpGet(port: number, path: string): Promise<string> {
+  return deadline(
+    new Promise((resolve, reject) => {
+      get({ host: '127.0.0.1', port, path }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    }),
+    5000,
+    `GET ${path}`,
+  );
+}
