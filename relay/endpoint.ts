@@ -153,8 +153,7 @@ export class RelayEndpoint {
 
   /** Name of the local endpoint that sent an outbound frame; null if it has gone. */
   localName(index: number, generation: number): string | null {
-    const info = index < this.directory.entryCount ? this.directory.read(index) : null;
-    return info !== null && info.generation === generation ? info.name : null;
+    return this.directory.nameAt(index, generation);
   }
 
   private route(name: string): Route | null {

@@ -406,12 +406,12 @@ export class Bus extends EventEmitter {
     if (index === NO_INDEX) return '';
     const known = this.names.get(index);
     if (known !== undefined && known.generation === generation) return known.name;
-    const info = index < this.directory.entryCount ? this.directory.read(index) : null;
-    if (info !== null && info.generation === generation) {
-      this.names.set(index, { generation, name: info.name });
-      return info.name;
+    const name = this.directory.nameAt(index, generation);
+    if (name !== null) {
+      this.names.set(index, { generation, name });
+      return name;
     }
-    // The source has closed since it sent: its name is no longer in the directory.
+    // The source closed and its directory entry has been reused since it sent.
     return `#${index}.${generation}`;
   }
 

@@ -10,7 +10,7 @@
 import { parseArgs } from 'node:util';
 import { isBusError } from './errors';
 import { DEFAULT_DIR } from './options';
-import { gc, inspectNamespace, listNamespaces, type NamespaceReport } from './stat';
+import { fetchRelayReport, gc, inspectNamespace, listNamespaces, type NamespaceReport, type RelayReport } from './stat';
 
 const USAGE = `usage:
   shmbus stat [--namespace N] [--dir D] [--json]   endpoints, inboxes and counters
@@ -24,6 +24,19 @@ export const EXIT_USAGE = 2;
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
+}
+
+export function formatRelay(name: string, relay: RelayReport | null): string {
+  if (relay === null) return `relay ${name}: metrics endpoint did not answer`;
+  const g = relay.global;
+  const head = `relay: outbound depth ${g.outboundDepth ?? 0}, pending ${g.pendingFrames ?? 0} frame(s), delivered ${g.delivered ?? 0}, duplicates dropped ${g.duplicates ?? 0}, undeliverable ${g.undeliverable ?? 0}, auth failures ${g.authFailures ?? 0}, unknown peers ${g.unknownPeers ?? 0}, malformed ${g.malformed ?? 0}`;
+  const peers = Object.entries(relay.peers);
+  if (peers.length === 0) return head;
+  const rows = [['peer', 'conns', 'frames out', 'bytes out', 'batches', 'acks in', 'resends', 'unacked', 'queued', 'frames in', 'acks out', 'dups', 'undeliv.', 'reconnects', 'failures']];
+  for (const [peer, c] of peers) {
+    rows.push([peer, c.connections, c.framesOut, c.bytesOut, c.batchesOut, c.acksIn, c.resends, c.unacked, c.queued, c.framesIn, c.acksOut, c.duplicates, c.undeliverable, c.reconnects, c.connectFailures].map((v) => String(v ?? 0)));
+  }
+  return `${head}\n${table(rows)}`;
 }
 
 export function formatReport(report: NamespaceReport): string {
@@ -52,7 +65,7 @@ export function formatReport(report: NamespaceReport): string {
   return [head, table(rows), ...errors].join('\n');
 }
 
-export function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`), err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): number {
+export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`), err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -79,9 +92,16 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
     if (command === 'stat') {
       const namespaces = values.namespace !== undefined ? [values.namespace] : listNamespaces(dir);
       const reports = namespaces.map((ns) => inspectNamespace(dir, ns)).filter((r): r is NamespaceReport => r !== null);
-      if (values.json) out(JSON.stringify(reports, null, 2));
+      // Relays keep per-peer counters in their process; ask each live relay over its loopback metrics port.
+      const relays = await Promise.all(
+        reports.map((r) => {
+          const relay = r.endpoints.find((e) => e.relay && e.alive && e.metricsPort > 0);
+          return relay === undefined ? Promise.resolve(undefined) : fetchRelayReport(relay.metricsPort);
+        }),
+      );
+      if (values.json) out(JSON.stringify(reports.map((r, i) => ({ ...r, relay: relays[i] ?? null })), null, 2));
       else if (reports.length === 0) out(`no shmbus namespace${values.namespace !== undefined ? ` "${values.namespace}"` : ''} in ${dir}`);
-      else out(reports.map(formatReport).join('\n\n'));
+      else out(reports.map((r, i) => (relays[i] === undefined ? formatReport(r) : `${formatReport(r)}\n${formatRelay(r.namespace, relays[i]!)}`)).join('\n\n'));
     } else {
       const report = gc(dir, values.namespace);
       if (values.json) out(JSON.stringify(report, null, 2));
@@ -101,4 +121,8 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
   }
 }
 
-if (require.main === module) process.exitCode = main(process.argv.slice(2));
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}

@@ -203,6 +203,27 @@ export class Directory {
     throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: entry ${index} stayed mid-update (its writer may have died holding the lock)`);
   }
 
+  /**
+   * Name of the endpoint that held entry `index` at `generation`: the current
+   * one, or the one that just unregistered (its name stays in the entry until
+   * the entry is reused). Null once the entry has moved on further.
+   */
+  nameAt(index: number, generation: number): string | null {
+    if (index >= this.entryCount) return null;
+    const u32 = this.segment.u32;
+    const base = entryOffset(index) / WORD;
+    for (let tries = 0; tries < SEQLOCK_RETRIES; tries++) {
+      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
+      if ((g1 & 1) !== 0) continue;
+      if (g1 !== generation && g1 !== ((generation + 2) >>> 0)) return null;
+      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
+      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) return null;
+      const name = this.readName(index, nameLength);
+      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return name;
+    }
+    return null;
+  }
+
   private readName(index: number, length: number): string {
     const u8 = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, length);
     return String.fromCharCode(...u8);

@@ -3,7 +3,8 @@
  * `shmbus gc` do. Readers here are racy observers: counters are read without
  * stopping anyone, so a snapshot may be a few frames stale.
  */
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { Directory, type EntryInfo } from './directory';
 import { isBusError } from './errors';
@@ -20,7 +21,9 @@ import {
   INBOX_SEND_REFUSED_OFFSET,
   INBOX_SENT_OFFSET,
   INBOX_WAKEUPS_OFFSET,
+  RELAY_ENDPOINT_NAME,
   SEGMENT_KIND_INBOX,
+  dedupFileName,
   inboxFileName,
 } from './layout';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE, validateDir, validateNamespace } from './options';
@@ -48,6 +51,8 @@ export interface EndpointReport {
   readonly parks: number;
   readonly wakeups: number;
   readonly parked: boolean;
+  /** Loopback port of the endpoint's metrics (relays); 0 = none. */
+  readonly metricsPort: number;
   /** Set when the inbox could not be read (missing, corrupt). */
   readonly error?: string;
 }
@@ -100,6 +105,7 @@ function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): Endp
     doorbell: entry.doorbellKind === DOORBELL_UDP ? `udp:${entry.doorbellPort}` : 'futex',
     slotSize: entry.slotSize,
     capacity: entry.capacity,
+    metricsPort: entry.metricsPort,
   };
   let segment: Segment;
   try {
@@ -128,6 +134,33 @@ function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): Endp
   } finally {
     segment.unmap();
   }
+}
+
+/** A relay's own report (its /metrics.json), fetched from the loopback metrics port it registered. */
+export interface RelayReport {
+  readonly global: Readonly<Record<string, number>>;
+  readonly peers: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  readonly connections: ReadonlyArray<Readonly<Record<string, string | number>>>;
+}
+
+/** Fetch a relay's counters; null if it does not answer within `timeoutMs`. */
+export function fetchRelayReport(port: number, timeoutMs = 1000): Promise<RelayReport | null> {
+  return new Promise((resolve) => {
+    const req = httpGet({ host: '127.0.0.1', port, path: '/metrics.json', timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body) as RelayReport);
+        } catch {
+          resolve(null);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
 }
 
 export interface GcReport {
@@ -178,6 +211,7 @@ export function gc(dir: string, namespace?: string): GcReport {
     }
     if (directory === null) {
       for (const file of files) remove(join(dir, file));
+      if (existsSync(join(dir, dedupFileName(ns)))) remove(join(dir, dedupFileName(ns)));
       continue;
     }
     try {
@@ -195,6 +229,9 @@ export function gc(dir: string, namespace?: string): GcReport {
         reaped.push({ namespace: ns, name: dead.name, pid: dead.ownerPid, unread });
       });
       directory.withLock(() => {
+        const relayAlive = directory.entries().some((e) => e.name === RELAY_ENDPOINT_NAME);
+        const dedup = join(dir, dedupFileName(ns));
+        if (!relayAlive && existsSync(dedup)) remove(dedup);
         const owned = new Set(directory.entries().map((e) => inboxFileName(ns, e.name)));
         for (const file of files) {
           const path = join(dir, file);

@@ -145,6 +145,16 @@ sending('delivers payload, source and per-source sequence', async () => {
   await closeAll();
 });
 
+sending('a frame still names its source after the source has closed', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b');
+  a.sendToLocal('b', bytes('bye'));
+  await a.close();
+  assert.is(b.recvFromLocal()!.source, 'a');
+  await closeAll();
+});
+
 sending('an endpoint can send to itself', async () => {
   const { open, closeAll } = context();
   const a = await open('a');

@@ -7,7 +7,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, connect, type Socket } from 'node:net';
-import { createSocket } from 'node:dgram';
 import { Bus, parseNotice, type Frame } from '../src/index';
 import { cleanupAll, deadline, filesIn, spawnChild, until } from './_helpers';
 import { makeCluster, freePort } from './_helpers/cluster';
