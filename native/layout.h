@@ -1,0 +1,479 @@
+/*
+ * native/layout.h: the C mirror of src/layout.ts (shared-memory layout
+ * version 1).
+ *
+ * docs/LAYOUT.md is the spec (prose, diagrams, algorithms); src/layout.ts holds
+ * every number; this header repeats those numbers for C and C++ programs and
+ * pins every struct offset and size with a static assertion.
+ * test/00.layout.test.ts checks that the three agree: every numeric or string
+ * export NAME of layout.ts (a RegExp by its source) is a macro SHMBUS_NAME here
+ * with the same value, and vice versa.
+ *
+ * Conventions (see docs/LAYOUT.md, "Conventions"):
+ *  - Little-endian. Every field of a header, entry or slot header is a 32-bit
+ *    word (or two 16-bit halves of one, in the slot header); the address prefix
+ *    and the notice inside a payload are byte-packed. A "u64" is two u32 words, low word
+ *    first (shmbus_u64), never one 64-bit access. A u64 is only 4-byte aligned
+ *    (ENTRY_OWNER_START_TIME is at 12), which is why it is not a uint64_t here.
+ *  - The struct fields are plain integers. Words that several processes touch
+ *    concurrently must be accessed with __atomic builtins (__ATOMIC_SEQ_CST
+ *    unless docs/LAYOUT.md names a weaker order for that SYNC POINT).
+ *  - Offsets named *_OFFSET in the common, directory, inbox and dedup headers
+ *    are from the start of the segment; ENTRY_* and DEDUP_* entry fields from
+ *    the start of an entry; SLOT_* from the start of a slot; NOTICE_* from the
+ *    start of the payload area.
+ *
+ * Compiles as C11 and as C++11 or later; only <stddef.h> and <stdint.h>.
+ */
+#ifndef SHMBUS_LAYOUT_H
+#define SHMBUS_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__cplusplus)
+#define SHMBUS_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
+#else
+#define SHMBUS_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+#endif
+
+/* ---------------------------------------------------------------------------
+ * Identity
+ * ------------------------------------------------------------------------- */
+
+/* Version of the byte layout; written last at creation (the "ready" flag). */
+#define SHMBUS_LAYOUT_VERSION 1
+/* ASCII "SHMB" read as a little-endian u32: the first word of every segment. */
+#define SHMBUS_SEGMENT_MAGIC 0x424D4853u
+/* Cache-line size used for padding. */
+#define SHMBUS_CACHE_LINE_LENGTH 64
+
+/* Segment kinds (common header `kind`). */
+#define SHMBUS_SEGMENT_KIND_DIRECTORY 1
+#define SHMBUS_SEGMENT_KIND_INBOX 2
+#define SHMBUS_SEGMENT_KIND_DEDUP 3
+
+/* ---------------------------------------------------------------------------
+ * Files: <dir>/shmbus.<namespace>.dir, <dir>/shmbus.<namespace>.<name>.inbox and
+ * <dir>/shmbus.<namespace>.@relay.dedup (default dir /dev/shm, default mode
+ * 0600; both defaults live in src/options.ts).
+ * ------------------------------------------------------------------------- */
+
+/* Prefix shared by every file of every namespace. */
+#define SHMBUS_FILE_PREFIX "shmbus."
+/* Endpoint names, as a POSIX extended regular expression (regcomp REG_EXTENDED). */
+#define SHMBUS_NAME_PATTERN "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
+/* Namespace names (no "."), as a POSIX extended regular expression. */
+#define SHMBUS_NAMESPACE_PATTERN "^[A-Za-z0-9_-]{1,64}$"
+/* Name of a namespace's transit relay endpoint (outside SHMBUS_NAME_PATTERN on purpose). */
+#define SHMBUS_RELAY_ENDPOINT_NAME "@relay"
+
+/* ---------------------------------------------------------------------------
+ * Common header: the first 40 bytes of every segment.
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_MAGIC_OFFSET 0
+#define SHMBUS_KIND_OFFSET 4
+#define SHMBUS_VERSION_OFFSET 8
+#define SHMBUS_HEADER_LENGTH_OFFSET 12
+#define SHMBUS_SEGMENT_LENGTH_OFFSET 16
+#define SHMBUS_CREATOR_PID_OFFSET 20
+#define SHMBUS_CREATOR_START_TIME_OFFSET 24
+#define SHMBUS_EPOCH_OFFSET 32
+#define SHMBUS_COMMON_HEADER_LENGTH 40
+
+/* ---------------------------------------------------------------------------
+ * Directory segment
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_DIR_ENTRY_COUNT_OFFSET 40
+#define SHMBUS_DIR_ENTRY_LENGTH_OFFSET 44
+#define SHMBUS_DIR_LOCK_OFFSET 64
+#define SHMBUS_DIR_REMOVED_OFFSET 68
+#define SHMBUS_DIR_REGISTRATIONS_OFFSET 72
+#define SHMBUS_DIR_TAKEOVERS_OFFSET 76
+#define SHMBUS_DIR_HEADER_LENGTH 128
+
+/* Directory entry (offsets from the start of the entry). */
+#define SHMBUS_DIR_ENTRY_LENGTH 128
+#define SHMBUS_ENTRY_GENERATION_OFFSET 0
+#define SHMBUS_ENTRY_STATE_OFFSET 4
+#define SHMBUS_ENTRY_OWNER_PID_OFFSET 8
+#define SHMBUS_ENTRY_OWNER_START_TIME_OFFSET 12
+#define SHMBUS_ENTRY_FLAGS_OFFSET 20
+#define SHMBUS_ENTRY_DOORBELL_KIND_OFFSET 24
+#define SHMBUS_ENTRY_DOORBELL_PORT_OFFSET 28
+#define SHMBUS_ENTRY_SLOT_SIZE_OFFSET 32
+#define SHMBUS_ENTRY_CAPACITY_OFFSET 36
+#define SHMBUS_ENTRY_NAME_LENGTH_OFFSET 40
+#define SHMBUS_ENTRY_METRICS_PORT_OFFSET 44 /* TCP port on 127.0.0.1 of HTTP metrics; 0 = none */
+#define SHMBUS_ENTRY_NAME_OFFSET 64
+
+#define SHMBUS_ENTRY_STATE_FREE 0
+#define SHMBUS_ENTRY_STATE_ACTIVE 1
+/* Entry flag: the endpoint is the namespace's transit relay. */
+#define SHMBUS_ENTRY_FLAG_RELAY 1
+
+/* Doorbell kinds (entry `doorbell_kind`). */
+#define SHMBUS_DOORBELL_FUTEX 1 /* FUTEX_WAKE (shared) on the inbox's parked word */
+#define SHMBUS_DOORBELL_UDP 2   /* one datagram to 127.0.0.1:doorbell_port */
+
+#define SHMBUS_MAX_NAME_LENGTH 64
+#define SHMBUS_DEFAULT_DIR_ENTRY_COUNT 256
+#define SHMBUS_MAX_DIR_ENTRY_COUNT 65536
+
+/* ---------------------------------------------------------------------------
+ * Inbox segment
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_INBOX_SLOT_SIZE_OFFSET 40
+#define SHMBUS_INBOX_CAPACITY_OFFSET 44
+#define SHMBUS_INBOX_TAIL_OFFSET 64   /* own cache line; CAS by producers */
+#define SHMBUS_INBOX_HEAD_OFFSET 128  /* own cache line; written by the consumer */
+#define SHMBUS_INBOX_PARKED_OFFSET 192 /* own cache line; the futex word */
+/* u64 counters written by any producer (atomic add on the low word, carry). */
+#define SHMBUS_INBOX_REFUSED_FULL_OFFSET 256
+#define SHMBUS_INBOX_WAKEUPS_OFFSET 264
+/* u64 counters written by the owner only (plain stores). */
+#define SHMBUS_INBOX_RECEIVED_OFFSET 320
+#define SHMBUS_INBOX_RECLAIMED_OFFSET 328
+#define SHMBUS_INBOX_CORRUPT_OFFSET 336
+#define SHMBUS_INBOX_SENT_OFFSET 344
+#define SHMBUS_INBOX_SEND_REFUSED_OFFSET 352
+#define SHMBUS_INBOX_PARKS_OFFSET 360
+#define SHMBUS_INBOX_DISCARDED_OFFSET 368
+#define SHMBUS_INBOX_HEADER_LENGTH 448
+
+/* Slot header (offsets from the start of the slot); the payload follows. */
+#define SHMBUS_SLOT_SEQ_OFFSET 0
+#define SHMBUS_SLOT_CLAIM_PID_OFFSET 4
+#define SHMBUS_SLOT_LENGTH_OFFSET 8
+#define SHMBUS_SLOT_FLAGS_OFFSET 12
+#define SHMBUS_SLOT_SOURCE_HOST_OFFSET 14
+#define SHMBUS_SLOT_SOURCE_INDEX_OFFSET 16
+#define SHMBUS_SLOT_SOURCE_GENERATION_OFFSET 20
+#define SHMBUS_SLOT_DESTINATION_INDEX_OFFSET 24
+#define SHMBUS_SLOT_SEQUENCE_OFFSET 28
+#define SHMBUS_SLOT_HEADER_LENGTH 32
+
+/* Frame flags (slot `flags`). */
+#define SHMBUS_FRAME_FLAG_REMOTE 1   /* from another host; payload starts with the source address prefix */
+#define SHMBUS_FRAME_FLAG_NOTICE 2   /* a notice from the relay; payload is a shmbus_notice */
+#define SHMBUS_FRAME_FLAG_OUTBOUND 4 /* in the relay's inbox; payload starts with the destination address prefix */
+/* Flags that put an address prefix at the start of the payload area. */
+#define SHMBUS_FRAME_FLAGS_WITH_ADDRESS 5
+/* Address prefix: u8 length n (1..SHMBUS_MAX_ADDRESS_LENGTH), then n ASCII bytes "name@host". */
+#define SHMBUS_MAX_ADDRESS_LENGTH 129
+#define SHMBUS_ADDRESS_PREFIX_HEADER_LENGTH 1
+
+/* Notice payload (SHMBUS_FRAME_FLAG_NOTICE), offsets from the start of the payload. */
+#define SHMBUS_NOTICE_KIND_OFFSET 0     /* u8 */
+#define SHMBUS_NOTICE_REASON_OFFSET 1   /* u8: the relay's ACK status code */
+#define SHMBUS_NOTICE_SEQUENCE_OFFSET 4 /* u32: sequence of the undelivered frame */
+#define SHMBUS_NOTICE_ADDRESS_OFFSET 8  /* address prefix of the destination */
+#define SHMBUS_NOTICE_UNDELIVERABLE 1
+
+/* Source index of a frame whose source is not a directory endpoint. */
+#define SHMBUS_NO_INDEX 0xFFFFFFFFu
+
+/* ---------------------------------------------------------------------------
+ * Limits and defaults
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_MIN_SLOT_SIZE 64
+#define SHMBUS_MAX_SLOT_SIZE 65536
+#define SHMBUS_DEFAULT_SLOT_SIZE 256
+#define SHMBUS_MIN_CAPACITY 2
+#define SHMBUS_MAX_CAPACITY 1048576 /* 1 << 20 */
+#define SHMBUS_DEFAULT_CAPACITY 1024
+#define SHMBUS_MAX_SEGMENT_LENGTH 1073741824 /* 1 << 30 */
+#define SHMBUS_DEFAULT_RECLAIM_TIMEOUT_MS 2000
+
+/* ---------------------------------------------------------------------------
+ * Relay dedup segment (written by the namespace's relay only)
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_DEDUP_ENTRY_COUNT_OFFSET 40
+#define SHMBUS_DEDUP_HEADER_LENGTH 64
+#define SHMBUS_DEDUP_ENTRY_LENGTH 32
+#define SHMBUS_DEDUP_USED_OFFSET 0
+#define SHMBUS_DEDUP_SOURCE_HOST_OFFSET 4
+#define SHMBUS_DEDUP_SOURCE_INDEX_OFFSET 8
+#define SHMBUS_DEDUP_SOURCE_GENERATION_OFFSET 12
+#define SHMBUS_DEDUP_DESTINATION_HASH_OFFSET 16
+#define SHMBUS_DEDUP_LAST_SEQUENCE_OFFSET 24
+#define SHMBUS_DEDUP_TOUCHED_OFFSET 28
+#define SHMBUS_DEFAULT_DEDUP_ENTRY_COUNT 65536
+#define SHMBUS_MAX_DEDUP_ENTRY_COUNT 4194304 /* 1 << 22 */
+
+/* ---------------------------------------------------------------------------
+ * Addressing (mirrors of the layout.ts functions; results are uint64_t)
+ * ------------------------------------------------------------------------- */
+
+/* Byte offset of slot `index` (0 <= index < capacity) in an inbox of `slot_size`. */
+#define SHMBUS_SLOT_OFFSET(index, slot_size) \
+  ((uint64_t)SHMBUS_INBOX_HEADER_LENGTH + (uint64_t)(index) * (uint64_t)(slot_size))
+/* Byte offset of directory entry `index`. */
+#define SHMBUS_ENTRY_OFFSET(index) \
+  ((uint64_t)SHMBUS_DIR_HEADER_LENGTH + (uint64_t)(index) * (uint64_t)SHMBUS_DIR_ENTRY_LENGTH)
+/* Total length of an inbox segment. */
+#define SHMBUS_INBOX_SEGMENT_LENGTH(slot_size, capacity) \
+  ((uint64_t)SHMBUS_INBOX_HEADER_LENGTH + (uint64_t)(slot_size) * (uint64_t)(capacity))
+/* Total length of a directory segment. */
+#define SHMBUS_DIRECTORY_SEGMENT_LENGTH(entry_count) \
+  ((uint64_t)SHMBUS_DIR_HEADER_LENGTH + (uint64_t)(entry_count) * (uint64_t)SHMBUS_DIR_ENTRY_LENGTH)
+/* Total length of a dedup segment. */
+#define SHMBUS_DEDUP_SEGMENT_LENGTH(entry_count) \
+  ((uint64_t)SHMBUS_DEDUP_HEADER_LENGTH + (uint64_t)(entry_count) * (uint64_t)SHMBUS_DEDUP_ENTRY_LENGTH)
+
+/* ---------------------------------------------------------------------------
+ * Structs
+ * ------------------------------------------------------------------------- */
+
+/* A u64 stored as two u32 words, low word first; each word accessed alone. */
+typedef struct shmbus_u64 {
+  uint32_t low;
+  uint32_t high;
+} shmbus_u64;
+
+/* First 40 bytes of every segment. */
+typedef struct shmbus_common_header {
+  uint32_t magic;                /* SHMBUS_SEGMENT_MAGIC */
+  uint32_t kind;                 /* SHMBUS_SEGMENT_KIND_* */
+  uint32_t version;              /* 0 while being created; SYNC POINT: segment ready */
+  uint32_t header_length;        /* where the first entry / slot begins */
+  uint32_t segment_length;       /* length of the whole file */
+  int32_t creator_pid;
+  shmbus_u64 creator_start_time; /* clock ticks since boot, /proc/<pid>/stat field 22 */
+  uint32_t epoch;                /* random, chosen at creation */
+  uint32_t reserved_36;          /* reserved, zero */
+} shmbus_common_header;
+
+/* Header of a directory segment; entries follow at SHMBUS_DIR_HEADER_LENGTH. */
+typedef struct shmbus_directory_header {
+  shmbus_common_header common;
+  uint32_t entry_count;
+  uint32_t entry_length; /* SHMBUS_DIR_ENTRY_LENGTH */
+  uint8_t reserved_48[SHMBUS_DIR_LOCK_OFFSET - SHMBUS_DIR_ENTRY_LENGTH_OFFSET - 4];
+  int32_t lock;           /* 0 or the holder's pid; CAS */
+  uint32_t removed;       /* 1 once the file is (about to be) unlinked */
+  uint32_t registrations; /* under the lock */
+  uint32_t takeovers;     /* under the lock */
+  uint8_t reserved_80[SHMBUS_DIR_HEADER_LENGTH - SHMBUS_DIR_TAKEOVERS_OFFSET - 4];
+} shmbus_directory_header;
+
+/* One directory entry (seqlock on `generation`). */
+typedef struct shmbus_dir_entry {
+  uint32_t generation; /* odd while written; SYNC POINT: entry published */
+  uint32_t state;      /* SHMBUS_ENTRY_STATE_* */
+  int32_t owner_pid;
+  shmbus_u64 owner_start_time; /* at offset 12: 4-byte aligned only */
+  uint32_t flags;              /* SHMBUS_ENTRY_FLAG_* */
+  uint32_t doorbell_kind;      /* SHMBUS_DOORBELL_* */
+  uint32_t doorbell_port;      /* UDP port on 127.0.0.1, or 0 */
+  uint32_t slot_size;
+  uint32_t capacity;
+  uint32_t name_length;  /* 1..SHMBUS_MAX_NAME_LENGTH */
+  uint32_t metrics_port; /* TCP port on 127.0.0.1 of HTTP metrics (relays); 0 = none */
+  uint8_t reserved_48[SHMBUS_ENTRY_NAME_OFFSET - SHMBUS_ENTRY_METRICS_PORT_OFFSET - 4];
+  uint8_t name[SHMBUS_MAX_NAME_LENGTH]; /* ASCII, zero-padded, not terminated when 64 long */
+} shmbus_dir_entry;
+
+/* Header of an inbox segment; slot 0 begins at SHMBUS_INBOX_HEADER_LENGTH. */
+typedef struct shmbus_inbox_header {
+  shmbus_common_header common;
+  uint32_t slot_size; /* multiple of 64 in [64, 65536] */
+  uint32_t capacity;  /* power of two in [2, 1 << 20] */
+  uint8_t reserved_48[SHMBUS_INBOX_TAIL_OFFSET - SHMBUS_INBOX_CAPACITY_OFFSET - 4];
+  int32_t tail; /* next position to claim; CAS by producers */
+  uint8_t reserved_68[SHMBUS_INBOX_HEAD_OFFSET - SHMBUS_INBOX_TAIL_OFFSET - 4];
+  int32_t head; /* first position not yet released; SYNC POINT: head published */
+  uint8_t reserved_132[SHMBUS_INBOX_PARKED_OFFSET - SHMBUS_INBOX_HEAD_OFFSET - 4];
+  int32_t parked; /* futex word; SYNC POINT: parked */
+  uint8_t reserved_196[SHMBUS_INBOX_REFUSED_FULL_OFFSET - SHMBUS_INBOX_PARKED_OFFSET - 4];
+  shmbus_u64 refused_full; /* any producer */
+  shmbus_u64 wakeups;      /* any producer */
+  uint8_t reserved_272[SHMBUS_INBOX_RECEIVED_OFFSET - SHMBUS_INBOX_WAKEUPS_OFFSET - 8];
+  shmbus_u64 received;     /* owner only, from here on */
+  shmbus_u64 reclaimed;
+  shmbus_u64 corrupt;
+  shmbus_u64 sent;
+  shmbus_u64 send_refused;
+  shmbus_u64 parks;
+  shmbus_u64 discarded;
+  uint8_t reserved_376[SHMBUS_INBOX_HEADER_LENGTH - SHMBUS_INBOX_DISCARDED_OFFSET - 8];
+} shmbus_inbox_header;
+
+/* Header of one slot; the payload follows at SHMBUS_SLOT_HEADER_LENGTH. */
+typedef struct shmbus_slot_header {
+  int32_t seq;       /* Vyukov sequence; SYNC POINT: slot commit / slot release */
+  int32_t claim_pid; /* claiming producer, 0 when not known */
+  uint32_t length;   /* payload bytes, <= slot_size - 32 */
+  uint16_t flags;    /* SHMBUS_FRAME_FLAG_* (low half of the word at 12) */
+  uint16_t source_host; /* 0 = this host (high half of the word at 12) */
+  uint32_t source_index; /* directory index of the source, or SHMBUS_NO_INDEX */
+  uint32_t source_generation;
+  uint32_t destination_index;
+  uint32_t sequence; /* per-source, wraps */
+} shmbus_slot_header;
+
+/* Address prefix at the start of the payload area of frames flagged
+ * SHMBUS_FRAME_FLAGS_WITH_ADDRESS (and inside notices): only 1 + length bytes
+ * are present; the application payload follows them, unaligned. */
+typedef struct shmbus_address_prefix {
+  uint8_t length; /* 1..SHMBUS_MAX_ADDRESS_LENGTH */
+  uint8_t text[SHMBUS_MAX_ADDRESS_LENGTH]; /* ASCII "name@host", not terminated */
+} shmbus_address_prefix;
+
+/* Payload of a notice frame (SHMBUS_FRAME_FLAG_NOTICE); only 8 + 1 + address.length bytes are present. */
+typedef struct shmbus_notice {
+  uint8_t kind;        /* SHMBUS_NOTICE_UNDELIVERABLE */
+  uint8_t reason;      /* the relay's ACK status code */
+  uint16_t reserved_2; /* reserved, zero */
+  uint32_t sequence;   /* sequence of the frame that was not delivered */
+  shmbus_address_prefix address; /* the destination it was sent to */
+} shmbus_notice;
+
+/* Header of a dedup segment; entries follow at SHMBUS_DEDUP_HEADER_LENGTH. */
+typedef struct shmbus_dedup_header {
+  shmbus_common_header common;
+  uint32_t entry_count;
+  uint8_t reserved_44[SHMBUS_DEDUP_HEADER_LENGTH - SHMBUS_DEDUP_ENTRY_COUNT_OFFSET - 4];
+} shmbus_dedup_header;
+
+/* One dedup entry. */
+typedef struct shmbus_dedup_entry {
+  uint32_t used;               /* 1 when the entry holds a key (stored last when filled) */
+  uint32_t source_host;        /* host id of the source */
+  uint32_t source_index;       /* directory index of the source on its host */
+  uint32_t source_generation;  /* directory generation of the source */
+  shmbus_u64 destination_hash; /* fingerprint of the destination name */
+  uint32_t last_sequence;      /* last sequence delivered (serial-number order) */
+  uint32_t touched;            /* seconds (relay-local clock) of the last use */
+} shmbus_dedup_entry;
+
+/* ---------------------------------------------------------------------------
+ * Every offset and size pinned
+ * ------------------------------------------------------------------------- */
+
+#define SHMBUS_ASSERT_OFFSET(type, member, offset) \
+  SHMBUS_STATIC_ASSERT(offsetof(type, member) == (offset), #type "." #member " is at " #offset)
+#define SHMBUS_ASSERT_SIZE(type, size) SHMBUS_STATIC_ASSERT(sizeof(type) == (size), "sizeof " #type " is " #size)
+
+SHMBUS_ASSERT_SIZE(shmbus_u64, 8);
+SHMBUS_ASSERT_OFFSET(shmbus_u64, low, 0);
+SHMBUS_ASSERT_OFFSET(shmbus_u64, high, 4);
+
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, magic, SHMBUS_MAGIC_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, kind, SHMBUS_KIND_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, version, SHMBUS_VERSION_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, header_length, SHMBUS_HEADER_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, segment_length, SHMBUS_SEGMENT_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, creator_pid, SHMBUS_CREATOR_PID_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, creator_start_time, SHMBUS_CREATOR_START_TIME_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, epoch, SHMBUS_EPOCH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_common_header, reserved_36, 36);
+SHMBUS_ASSERT_SIZE(shmbus_common_header, SHMBUS_COMMON_HEADER_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, common, 0);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, entry_count, SHMBUS_DIR_ENTRY_COUNT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, entry_length, SHMBUS_DIR_ENTRY_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, reserved_48, 48);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, lock, SHMBUS_DIR_LOCK_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, removed, SHMBUS_DIR_REMOVED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, registrations, SHMBUS_DIR_REGISTRATIONS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, takeovers, SHMBUS_DIR_TAKEOVERS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_directory_header, reserved_80, 80);
+SHMBUS_ASSERT_SIZE(shmbus_directory_header, SHMBUS_DIR_HEADER_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, generation, SHMBUS_ENTRY_GENERATION_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, state, SHMBUS_ENTRY_STATE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, owner_pid, SHMBUS_ENTRY_OWNER_PID_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, owner_start_time, SHMBUS_ENTRY_OWNER_START_TIME_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, flags, SHMBUS_ENTRY_FLAGS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, doorbell_kind, SHMBUS_ENTRY_DOORBELL_KIND_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, doorbell_port, SHMBUS_ENTRY_DOORBELL_PORT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, slot_size, SHMBUS_ENTRY_SLOT_SIZE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, capacity, SHMBUS_ENTRY_CAPACITY_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, name_length, SHMBUS_ENTRY_NAME_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, metrics_port, SHMBUS_ENTRY_METRICS_PORT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, reserved_48, 48);
+SHMBUS_ASSERT_OFFSET(shmbus_dir_entry, name, SHMBUS_ENTRY_NAME_OFFSET);
+SHMBUS_ASSERT_SIZE(shmbus_dir_entry, SHMBUS_DIR_ENTRY_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, common, 0);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, slot_size, SHMBUS_INBOX_SLOT_SIZE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, capacity, SHMBUS_INBOX_CAPACITY_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_48, 48);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, tail, SHMBUS_INBOX_TAIL_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_68, 68);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, head, SHMBUS_INBOX_HEAD_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_132, 132);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, parked, SHMBUS_INBOX_PARKED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_196, 196);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, refused_full, SHMBUS_INBOX_REFUSED_FULL_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, wakeups, SHMBUS_INBOX_WAKEUPS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_272, 272);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, received, SHMBUS_INBOX_RECEIVED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reclaimed, SHMBUS_INBOX_RECLAIMED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, corrupt, SHMBUS_INBOX_CORRUPT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, sent, SHMBUS_INBOX_SENT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, send_refused, SHMBUS_INBOX_SEND_REFUSED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, parks, SHMBUS_INBOX_PARKS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, discarded, SHMBUS_INBOX_DISCARDED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_376, 376);
+SHMBUS_ASSERT_SIZE(shmbus_inbox_header, SHMBUS_INBOX_HEADER_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, seq, SHMBUS_SLOT_SEQ_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, claim_pid, SHMBUS_SLOT_CLAIM_PID_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, length, SHMBUS_SLOT_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, flags, SHMBUS_SLOT_FLAGS_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_host, SHMBUS_SLOT_SOURCE_HOST_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_index, SHMBUS_SLOT_SOURCE_INDEX_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_generation, SHMBUS_SLOT_SOURCE_GENERATION_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, destination_index, SHMBUS_SLOT_DESTINATION_INDEX_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, sequence, SHMBUS_SLOT_SEQUENCE_OFFSET);
+SHMBUS_ASSERT_SIZE(shmbus_slot_header, SHMBUS_SLOT_HEADER_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_address_prefix, length, 0);
+SHMBUS_ASSERT_OFFSET(shmbus_address_prefix, text, SHMBUS_ADDRESS_PREFIX_HEADER_LENGTH);
+SHMBUS_ASSERT_SIZE(shmbus_address_prefix, SHMBUS_ADDRESS_PREFIX_HEADER_LENGTH + SHMBUS_MAX_ADDRESS_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_notice, kind, SHMBUS_NOTICE_KIND_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_notice, reason, SHMBUS_NOTICE_REASON_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_notice, reserved_2, 2);
+SHMBUS_ASSERT_OFFSET(shmbus_notice, sequence, SHMBUS_NOTICE_SEQUENCE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_notice, address, SHMBUS_NOTICE_ADDRESS_OFFSET);
+
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, common, 0);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, entry_count, SHMBUS_DEDUP_ENTRY_COUNT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, reserved_44, 44);
+SHMBUS_ASSERT_SIZE(shmbus_dedup_header, SHMBUS_DEDUP_HEADER_LENGTH);
+
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, used, SHMBUS_DEDUP_USED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, source_host, SHMBUS_DEDUP_SOURCE_HOST_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, source_index, SHMBUS_DEDUP_SOURCE_INDEX_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, source_generation, SHMBUS_DEDUP_SOURCE_GENERATION_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, destination_hash, SHMBUS_DEDUP_DESTINATION_HASH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, last_sequence, SHMBUS_DEDUP_LAST_SEQUENCE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, touched, SHMBUS_DEDUP_TOUCHED_OFFSET);
+SHMBUS_ASSERT_SIZE(shmbus_dedup_entry, SHMBUS_DEDUP_ENTRY_LENGTH);
+
+/* Cross-structure facts the algorithms rely on. */
+SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "slot 0 starts on a cache line");
+SHMBUS_STATIC_ASSERT(SHMBUS_DIR_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "entry 0 starts on a cache line");
+SHMBUS_STATIC_ASSERT(SHMBUS_DIR_ENTRY_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "entries are whole cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_DEDUP_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "dedup entries start on a cache line");
+SHMBUS_STATIC_ASSERT(SHMBUS_FRAME_FLAGS_WITH_ADDRESS == (SHMBUS_FRAME_FLAG_REMOTE | SHMBUS_FRAME_FLAG_OUTBOUND),
+                     "REMOTE and OUTBOUND frames carry an address prefix");
+SHMBUS_STATIC_ASSERT(SHMBUS_MIN_SLOT_SIZE % SHMBUS_CACHE_LINE_LENGTH == 0, "slots are whole cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_MIN_SLOT_SIZE > SHMBUS_SLOT_HEADER_LENGTH, "a slot holds its header and a payload");
+SHMBUS_STATIC_ASSERT(SHMBUS_ENTRY_NAME_OFFSET + SHMBUS_MAX_NAME_LENGTH == SHMBUS_DIR_ENTRY_LENGTH, "the name ends the entry");
+SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_TAIL_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_HEAD_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
+                     "tail and head on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_HEAD_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_PARKED_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
+                     "head and parked on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_TAIL_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_PARKED_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
+                     "tail and parked on distinct cache lines");
+
+#endif /* SHMBUS_LAYOUT_H */
