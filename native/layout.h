@@ -172,6 +172,10 @@
 #define SHMBUS_NOTICE_SEQUENCE_OFFSET 4 /* u32: sequence of the undelivered frame */
 #define SHMBUS_NOTICE_ADDRESS_OFFSET 8  /* address prefix of the destination */
 #define SHMBUS_NOTICE_UNDELIVERABLE 1
+#define SHMBUS_NOTICE_REASON_UNKNOWN_DESTINATION 2
+#define SHMBUS_NOTICE_REASON_EXPIRED 3
+#define SHMBUS_NOTICE_REASON_TOO_LARGE 4
+#define SHMBUS_NOTICE_REASON_UNKNOWN_HOST 5
 
 /* Source index of a frame whose source is not a directory endpoint. */
 #define SHMBUS_NO_INDEX 0xFFFFFFFFu

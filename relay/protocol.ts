@@ -316,7 +316,7 @@ export interface WelcomeMessage {
   readonly maxFramesPerBatch: number;
 }
 
-/** One frame of a DATA message. `payload` is a view into the received bytes (no copy). */
+/** One frame of a DATA message. `payload` is a view into the received bytes (no copy); names that repeat are shared strings. */
 export interface DataFrame {
   readonly frameId: number;
   readonly sourceIndex: number;
@@ -534,38 +534,55 @@ export interface DataBatchWriterOptions {
   maxMessageBytes?: number;
   /** Most frames per batch (the acceptor's WELCOME maxFramesPerBatch), default {@link MAX_FRAMES_PER_MESSAGE}. */
   maxFrames?: number;
-  /** Write into this buffer, reused for every batch and never grown: its length is one more limit. */
+  /**
+   * Write every batch into this buffer, from its start, and never grow it (its
+   * length is one more limit). The caller then owns the reuse: a message from
+   * {@link DataBatchWriter.finish} is overwritten by the next batch.
+   */
   buffer?: Buffer;
-  /** Initial size of the internal buffer when none is given (grown by doubling up to the limit), default 64 KiB. */
+  /** Least size of each buffer the writer allocates for itself (bytes), default 64 KiB. */
   initialCapacity?: number;
 }
 
 /** Payloads up to this many bytes are copied by a loop (no temporary view); larger ones by one `set` of a subarray. */
 const COPY_LOOP_MAX_BYTES = 48;
-const DEFAULT_INITIAL_CAPACITY = 64 * 1024;
+/** Default least size of a writer-allocated buffer. */
+const DEFAULT_SLAB_BYTES = 64 * 1024;
+/** A writer-allocated buffer holds about this many batches of the largest size seen... */
+const SLAB_BATCHES = 4;
+/** ...but is not made larger than this for that reason (a single batch may still need more). */
+const MAX_SLAB_BYTES = 16 * 1024 * 1024;
 
 /**
- * Builds DATA messages frame by frame into one reused buffer.
+ * Builds DATA messages frame by frame, without allocating per frame.
  *
  * `append` writes a frame (no allocation for the header and names; payloads
  * above 48 bytes cost one temporary view object, no extra copy) and returns
  * `false` when the frame does not fit the current batch (message bytes, frame
- * count, or a fixed buffer's length): send the batch with {@link finish} and
- * append it to the next one. `false` on an empty batch means the frame can
- * never be sent in one message.
+ * count, or a given buffer's length): send the batch with {@link finish} and
+ * append the frame to the next one. `false` on an empty batch means the frame
+ * can never be sent in one message.
  *
- * The Buffer that {@link finish} returns is a view into the writer's buffer,
- * valid until the next `append`. A socket may hold a buffer it was given until
- * the write completes: wait for the write callback before appending again, or
- * alternate between two writers.
+ * Batches are written one after another into a buffer the writer allocates
+ * (a slab, a new one when the rest of the current one is too small), so the
+ * message that `finish` returns — a view, not a copy — is never written
+ * again: it can go straight to `socket.write`, which may hold it until the
+ * kernel takes it. With a caller-provided `buffer` every batch starts at its
+ * beginning instead, and the caller waits for each message to be written.
  */
 export class DataBatchWriter {
   private buf: Buffer;
   private readonly fixed: boolean;
+  private readonly slabBytes: number;
   private maxMessageBytes: number;
   private maxFrames: number;
   private frames = 0;
+  /** Where the current batch starts in `buf`. */
+  private base = 0;
+  /** Where the next frame goes in `buf`. */
   private end = DATA_FRAMES_OFFSET;
+  /** Longest message finished so far (sizes the next slab). */
+  private largestBatch = 0;
 
   constructor(options: DataBatchWriterOptions = {}) {
     this.maxMessageBytes = DEFAULT_MAX_MESSAGE_BYTES;
@@ -577,10 +594,12 @@ export class DataBatchWriter {
       }
       this.buf = options.buffer;
       this.fixed = true;
+      this.slabBytes = options.buffer.length;
     } else {
-      const initial = options.initialCapacity ?? DEFAULT_INITIAL_CAPACITY;
-      checkRange(initial, DATA_FRAMES_OFFSET, MAX_MAX_MESSAGE_BYTES, 'initialCapacity');
-      this.buf = Buffer.allocUnsafe(Math.min(initial, this.maxMessageBytes + MESSAGE_LENGTH_FIELD_LENGTH));
+      const slab = options.initialCapacity ?? DEFAULT_SLAB_BYTES;
+      checkRange(slab, DATA_FRAMES_OFFSET, MAX_MAX_MESSAGE_BYTES, 'initialCapacity');
+      this.slabBytes = slab;
+      this.buf = Buffer.allocUnsafe(slab);
       this.fixed = false;
     }
   }
@@ -592,12 +611,12 @@ export class DataBatchWriter {
 
   /** Bytes the current batch would take on the wire (0 when empty). */
   get byteLength(): number {
-    return this.frames === 0 ? 0 : this.end;
+    return this.frames === 0 ? 0 : this.end - this.base;
   }
 
-  /** Bytes the buffer holds now (it grows up to the limit unless it was given). */
+  /** Bytes the current batch can reach before the writer needs another buffer (or, for a given buffer, refuses). */
   get capacity(): number {
-    return this.buf.length;
+    return this.buf.length - this.base;
   }
 
   /**
@@ -613,10 +632,11 @@ export class DataBatchWriter {
     this.maxFrames = maxFrames;
   }
 
-  /** Grow the buffer now so that a batch of `byteLength` bytes (capped at the limit) needs no growth later. No-op for a given buffer. */
+  /** Make room now so that the current batch can reach `byteLength` bytes (capped at the limit) without moving. No-op for a given buffer. */
   reserve(byteLength: number): void {
     checkRange(byteLength, 0, MAX_MAX_MESSAGE_BYTES + MESSAGE_LENGTH_FIELD_LENGTH, 'byteLength');
-    if (!this.fixed) this.grow(Math.min(byteLength, this.maxMessageBytes + MESSAGE_LENGTH_FIELD_LENGTH));
+    const wanted = Math.min(byteLength, this.maxMessageBytes + MESSAGE_LENGTH_FIELD_LENGTH);
+    if (!this.fixed && this.capacity < wanted) this.moveBatch(wanted);
   }
 
   /**
@@ -655,14 +675,17 @@ export class DataBatchWriter {
       throw invalid('payloadOffset/payloadLength', `a range inside the payload's ${payload.length} bytes`, `${payloadOffset}+${payloadLength}`);
     }
     if (this.frames >= this.maxFrames) return false;
-    const start = this.end;
-    const next = start + DATA_FRAME_HEADER_LENGTH + s + d + payloadLength;
-    if (next - MESSAGE_LENGTH_FIELD_LENGTH > this.maxMessageBytes) return false;
-    if (next > this.buf.length) {
+    const frameLength = DATA_FRAME_HEADER_LENGTH + s + d + payloadLength;
+    const batchLength = this.end - this.base + frameLength;
+    if (batchLength - MESSAGE_LENGTH_FIELD_LENGTH > this.maxMessageBytes) return false;
+    if (this.base + batchLength > this.buf.length) {
       if (this.fixed) return false;
-      this.grow(next);
+      this.moveBatch(batchLength);
+    } else if (this.frames === 0 && !this.fixed && this.capacity < this.largestBatch) {
+      this.moveBatch(batchLength); // start a batch where one as large as the largest so far fits
     }
     const buf = this.buf;
+    const start = this.end;
     const names = start + DATA_FRAME_HEADER_LENGTH;
     writeName(buf, names, sourceName, 'sourceName');
     writeName(buf, names + s, destinationName, 'destinationName');
@@ -683,22 +706,26 @@ export class DataBatchWriter {
       buf.set(payload.subarray(payloadOffset, payloadOffset + payloadLength), at);
     }
     this.frames++;
-    this.end = next;
+    this.end = start + frameLength;
     return true;
   }
 
   /**
    * The encoded DATA message of the frames appended since the last finish
-   * (a view into the writer's buffer, valid until the next append), or null
-   * when there are none. Starts a new batch.
+   * (a view, not a copy), or null when there are none. Starts a new batch,
+   * after this one in the writer's own buffer, at the start of a given one.
    */
   finish(): Buffer | null {
     if (this.frames === 0) return null;
     const buf = this.buf;
-    buf.writeUInt32LE(this.end - MESSAGE_LENGTH_FIELD_LENGTH, MESSAGE_LENGTH_OFFSET);
-    buf[MESSAGE_TYPE_OFFSET] = MSG_DATA;
-    buf.writeUInt32LE(this.frames, DATA_FRAME_COUNT_OFFSET);
-    const message = buf.subarray(0, this.end);
+    const base = this.base;
+    const length = this.end - base;
+    buf.writeUInt32LE(length - MESSAGE_LENGTH_FIELD_LENGTH, base + MESSAGE_LENGTH_OFFSET);
+    buf[base + MESSAGE_TYPE_OFFSET] = MSG_DATA;
+    buf.writeUInt32LE(this.frames, base + DATA_FRAME_COUNT_OFFSET);
+    const message = buf.subarray(base, this.end);
+    if (length > this.largestBatch) this.largestBatch = length;
+    if (!this.fixed) this.base = this.end;
     this.reset();
     return message;
   }
@@ -706,16 +733,17 @@ export class DataBatchWriter {
   /** Drop the frames of the current batch. */
   reset(): void {
     this.frames = 0;
-    this.end = DATA_FRAMES_OFFSET;
+    this.end = this.base + DATA_FRAMES_OFFSET;
   }
 
-  private grow(needed: number): void {
-    if (needed <= this.buf.length) return;
-    const cap = this.maxMessageBytes + MESSAGE_LENGTH_FIELD_LENGTH;
-    const size = Math.min(cap, Math.max(needed, this.buf.length * 2));
-    const bigger = Buffer.allocUnsafe(size);
-    this.buf.copy(bigger, 0, 0, this.end);
-    this.buf = bigger;
+  /** Continue the current batch at the start of a new buffer where `needed` bytes fit (the finished messages stay in the old one). */
+  private moveBatch(needed: number): void {
+    const slab = Math.max(needed, this.slabBytes, Math.min(SLAB_BATCHES * this.largestBatch, MAX_SLAB_BYTES));
+    const next = Buffer.allocUnsafe(slab);
+    this.buf.copy(next, 0, this.base, Math.min(this.end, this.buf.length));
+    this.end -= this.base;
+    this.base = 0;
+    this.buf = next;
   }
 }
 
@@ -747,7 +775,7 @@ export interface MessageDecoderOptions {
  * the decoder then stays failed and throws the same error on every call.
  */
 export class MessageDecoder {
-  private maxMessageBytes: number;
+  private readonly maxMessageBytes: number;
   private maxFramesPerBatch: number;
   /** Chunks not yet fully consumed: chunks[first] from `headOffset`, then the rest whole. */
   private chunks: (Buffer | undefined)[] = [];
@@ -893,6 +921,25 @@ export class MessageDecoder {
   }
 }
 
+/** Names seen recently, by hash: relays see the same few names over and over, so most decoded names are not new strings. */
+const NAME_CACHE = new Map<number, string>();
+/** Entries of {@link NAME_CACHE} before it is cleared. */
+const NAME_CACHE_MAX_ENTRIES = 4096;
+
+/** The string of the (validated, ASCII) name bytes `msg[offset, offset + n)` whose hash is `hash`. */
+function internName(msg: Buffer, offset: number, n: number, hash: number): string {
+  const cached = NAME_CACHE.get(hash);
+  if (cached !== undefined && cached.length === n) {
+    let i = 0;
+    while (i < n && cached.charCodeAt(i) === msg[offset + i]) i++;
+    if (i === n) return cached;
+  }
+  const name = msg.toString('latin1', offset, offset + n);
+  if (NAME_CACHE.size >= NAME_CACHE_MAX_ENTRIES) NAME_CACHE.clear();
+  NAME_CACHE.set(hash, name);
+  return name;
+}
+
 /**
  * Decode one complete message (length field included, as the stream carries
  * it). `streamOffset` only labels errors. Throws {@link ProtocolError}.
@@ -924,10 +971,13 @@ export function decodeMessage(msg: Buffer, maxFramesPerBatch: number = MAX_FRAME
     return n;
   };
   const text = (offset: number, n: number, field: string): string => {
+    let hash = n;
     for (let i = 0; i < n; i++) {
-      if (NAME_BYTE_ALLOWED[msg[offset + i]!] === 0) fail(ERR_MALFORMED, `${field} byte 0x${msg[offset + i]!.toString(16).padStart(2, '0')} outside A-Z a-z 0-9 _ . @ -`, offset + i);
+      const c = msg[offset + i]!;
+      if (NAME_BYTE_ALLOWED[c] === 0) fail(ERR_MALFORMED, `${field} byte 0x${c.toString(16).padStart(2, '0')} outside A-Z a-z 0-9 _ . @ -`, offset + i);
+      hash = (Math.imul(hash, 31) + c) | 0;
     }
-    return msg.toString('latin1', offset, offset + n);
+    return internName(msg, offset, n, hash);
   };
 
   switch (type) {

@@ -14,7 +14,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { ClusterConfig } from '../src/config';
-import { FRAME_FLAG_OUTBOUND, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_RECLAIM_TIMEOUT_MS } from '../src/layout';
+import { FRAME_FLAG_OUTBOUND, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_RECLAIM_TIMEOUT_MS, NOTICE_REASON_UNKNOWN_HOST } from '../src/layout';
 import { DEFAULT_MODE } from '../src/options';
 import type { FrameView } from '../src/ring';
 import { Connection } from './connection';
@@ -45,8 +45,6 @@ import {
   type Message,
 } from './protocol';
 
-/** Notice reason for a destination host that is not in the cluster config (local to the sending relay). */
-export const NOTICE_UNKNOWN_HOST = 5;
 
 const SCAN_BUDGET = 1024;
 const PARK_TIMEOUT_MS = 1000;
@@ -121,11 +119,12 @@ export class TransitServer {
       this.metrics = served.server;
       this.metricsPort = served.port;
     }
-    this.dedup = DedupTable.open(self.dir, self.namespace, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_MODE);
+    // Register first: only the namespace's one live relay may touch its dedup table.
     this.endpoint = await RelayEndpoint.open(
       { dir: self.dir, namespace: self.namespace, slotSize: self.inboxSlotSize, capacity: self.inboxCapacity, doorbellPort: self.doorbellPort, reclaimTimeoutMs: DEFAULT_RECLAIM_TIMEOUT_MS },
       this.metricsPort,
     );
+    this.dedup = DedupTable.open(self.dir, self.namespace, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_MODE);
     this.inbound = new Inbound(this.endpoint, this.dedup, limits, (full) => this.pressure(full));
     for (const peer of this.config.peers) {
       this.links.set(
@@ -205,7 +204,7 @@ export class TransitServer {
     const link = this.links.get(host);
     if (link === undefined || at <= 0) {
       this.global.unknownHost++;
-      this.undeliverable(view.sourceIndex, view.sourceGeneration, NOTICE_UNKNOWN_HOST, view.sequence, address);
+      this.undeliverable(view.sourceIndex, view.sourceGeneration, NOTICE_REASON_UNKNOWN_HOST, view.sequence, address);
       this.endpoint.ring.release(position);
       return;
     }

@@ -19,6 +19,10 @@ import {
   MAX_ADDRESS_LENGTH,
   NOTICE_ADDRESS_OFFSET,
   NOTICE_KIND_OFFSET,
+  NOTICE_REASON_EXPIRED,
+  NOTICE_REASON_TOO_LARGE,
+  NOTICE_REASON_UNKNOWN_DESTINATION,
+  NOTICE_REASON_UNKNOWN_HOST,
   NOTICE_REASON_OFFSET,
   NOTICE_SEQUENCE_OFFSET,
   NOTICE_UNDELIVERABLE,
@@ -532,10 +536,10 @@ export class Bus extends EventEmitter {
 
 /** Reasons in an undeliverable notice (the relay's ACK status codes, docs/PROTOCOL.md). */
 export const NOTICE_REASONS: Readonly<Record<number, string>> = Object.freeze({
-  2: 'UNKNOWN_DESTINATION',
-  3: 'EXPIRED',
-  4: 'TOO_LARGE',
-  5: 'UNKNOWN_HOST',
+  [NOTICE_REASON_UNKNOWN_DESTINATION]: 'UNKNOWN_DESTINATION',
+  [NOTICE_REASON_EXPIRED]: 'EXPIRED',
+  [NOTICE_REASON_TOO_LARGE]: 'TOO_LARGE',
+  [NOTICE_REASON_UNKNOWN_HOST]: 'UNKNOWN_HOST',
 });
 
 /** What a relay notice frame says. */

@@ -119,7 +119,12 @@ export class Directory {
     const path = join(options.dir, directoryFileName(options.namespace));
     for (let attempt = 0; ; attempt++) {
       try {
-        return Segment.attach(path, SEGMENT_KIND_DIRECTORY);
+        const segment = Segment.attach(path, SEGMENT_KIND_DIRECTORY);
+        if (Atomics.load(segment.u32, DIR_REMOVED_OFFSET / WORD) === 0 || attempt > 100) return segment;
+        // Marked removed, but its remover died before unlinking it: finish the removal.
+        segment.unmap();
+        unlinkQuiet(path);
+        continue;
       } catch (err) {
         if ((err as { errno?: string }).errno !== 'ENOENT' || attempt > 100) throw err;
       }
@@ -401,16 +406,8 @@ export class Directory {
     for (let spins = 0; ; spins++) {
       const holder = Atomics.compareExchange(i32, word, 0, me);
       if (holder === 0) return;
-      if (holder === me) {
-        // A previous holder in this process cannot exist (the lock is never held across awaits);
-        // a pid equal to ours is a dead process whose pid we now have.
-        if (Atomics.compareExchange(i32, word, holder, me) === holder) {
-          this.repairLocked();
-          return;
-        }
-        continue;
-      }
-      if (!isProcessAlive(holder) && Atomics.compareExchange(i32, word, holder, me) === holder) {
+      // A holder with our own pid is another thread of this process (a worker): wait for it like any live holder.
+      if (holder !== me && !isProcessAlive(holder) && Atomics.compareExchange(i32, word, holder, me) === holder) {
         this.repairLocked();
         return;
       }

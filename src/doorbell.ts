@@ -15,7 +15,7 @@ import { DOORBELL_FUTEX, DOORBELL_UDP, INBOX_PARKED_OFFSET } from './layout';
 
 const debug = debuglog('shmbus');
 
-/** The one-byte datagram a UDP doorbell carries. Receivers ignore its content. */
+/** The one-byte datagram a UDP doorbell carries (0x44, "D"). The relay counts any other datagram as garbage and ignores it. */
 export const UDP_DOORBELL_DATAGRAM = new Uint8Array([0x44]);
 const LOOPBACK = '127.0.0.1';
 

@@ -211,6 +211,12 @@ export const NOTICE_REASON_OFFSET = 1;
 export const NOTICE_SEQUENCE_OFFSET = 4;
 export const NOTICE_ADDRESS_OFFSET = 8;
 export const NOTICE_UNDELIVERABLE = 1;
+/** Notice reasons: the relay ACK status codes 2-4 (docs/PROTOCOL.md), plus 5 from the sending relay itself. */
+export const NOTICE_REASON_UNKNOWN_DESTINATION = 2;
+export const NOTICE_REASON_EXPIRED = 3;
+export const NOTICE_REASON_TOO_LARGE = 4;
+/** The destination host is not in the sending relay's cluster config. */
+export const NOTICE_REASON_UNKNOWN_HOST = 5;
 
 /** Source index written when the source is not a directory endpoint. */
 export const NO_INDEX = 0xffffffff;

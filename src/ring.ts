@@ -575,8 +575,9 @@ export class FrameRing {
     if (!dead && now - this.stuckSince < consumer.reclaimTimeoutMs) return false;
     // The producer is gone or too slow: free the slot for the next lap. If it
     // committed in the meantime the CAS fails and the frame is read normally.
+    // The claim pid is cleared first: once the slot is free, a new producer may write its own.
+    Atomics.store(i32, base + SLOT_CLAIM_PID_OFFSET / WORD, 0);
     if (Atomics.compareExchange(i32, base, head, (head + this.capacity) | 0) !== head) return false;
-    i32[base + SLOT_CLAIM_PID_OFFSET / WORD] = 0;
     addU64(this.u32, INBOX_RECLAIMED_OFFSET, 1);
     this.stuckSince = -1;
     return true;

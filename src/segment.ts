@@ -185,6 +185,11 @@ export class Segment {
     if (length % WORD !== 0) {
       throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is ${length} bytes, not a whole number of 32-bit words: not a shmbus segment`);
     }
+    // A file sized but not yet written by its creator reads as zeros: not ready yet, not foreign.
+    if (u32[MAGIC_OFFSET / WORD] === 0 && Atomics.load(u32, VERSION_OFFSET / WORD) === 0 && u32[KIND_OFFSET / WORD] === 0) return false;
+    if (length > MAX_SEGMENT_LENGTH) {
+      throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${where} is ${length} bytes; segments are at most ${MAX_SEGMENT_LENGTH}`);
+    }
     if (u32[MAGIC_OFFSET / WORD] !== SEGMENT_MAGIC) {
       throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is not a shmbus segment (magic 0x${u32[MAGIC_OFFSET / WORD]!.toString(16)}, expected 0x${SEGMENT_MAGIC.toString(16)})`);
     }
