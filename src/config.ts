@@ -483,6 +483,11 @@ function limitsOf(value: unknown): Limits {
   return Object.freeze(limits);
 }
 
+/** Relay addresses that can only be this machine. */
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
 function hostsOf(value: unknown): Map<string, HostConfig> {
   const h = object(value, 'hosts', 'hosts');
   const names = Object.keys(h).sort(byCodeUnit);
@@ -499,15 +504,17 @@ function hostsOf(value: unknown): Map<string, HostConfig> {
       throw fail(`${field}.relay`, `${field}.relay`, `an address no other host uses (${pathOf('hosts', sameRelay)}.relay is the same)`, host.relay.text);
     }
     byRelay.set(host.relay.text, name);
+    // Hosts on one machine (relays on loopback) must not share a namespace: the
+    // two relays would share one directory. Hosts on different machines may.
     const place = `${host.namespace}\0${host.dir}`;
-    const sameNamespace = byNamespace.get(place);
+    const sameNamespace = isLoopbackHost(host.relay.host) ? byNamespace.get(place) : undefined;
     if (sameNamespace !== undefined) {
       throw new ConfigError(
         `${field}.namespace`,
         `${field}.namespace must differ from ${pathOf('hosts', sameNamespace)}.namespace when both use dir ${host.dir} (the two relays would share one shmbus namespace); received ${show(host.namespace)}`,
       );
     }
-    byNamespace.set(place, name);
+    if (isLoopbackHost(host.relay.host)) byNamespace.set(place, name);
     hosts.set(name, host);
   });
   return hosts;

@@ -113,6 +113,15 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
   assert.equal(config.peers.map((p) => p.name), ['beta']);
 });
 
+valid('hosts on different machines may all use the default namespace', () => {
+  write('cluster.secret', SECRET);
+  const raw = minimal();
+  raw.hosts = { alpha: { relay: '10.0.0.1:7001' }, beta: { relay: '10.0.0.2:7001' } };
+  const config = validate(raw);
+  assert.is(config.hosts.get('alpha')!.namespace, 'default');
+  assert.is(config.hosts.get('beta')!.namespace, 'default');
+});
+
 valid('defaults namespace and dir of a single host', () => {
   write('cluster.secret', SECRET);
   const config = validate({ secret: { file: 'cluster.secret' }, hosts: { solo: { relay: 'localhost:7001' } } }, 'solo');
