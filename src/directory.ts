@@ -42,7 +42,8 @@ import {
 import { Segment, isProcessAlive, processStartTime, unlinkQuiet } from './segment';
 
 const WORD = 4;
-const SEQLOCK_RETRIES = 1000;
+/** Spins before a reader of an entry being written starts to check the clock and sleep. */
+const SEQLOCK_SPINS = 256;
 
 /** What a directory entry says about an endpoint (a snapshot). */
 export interface EntryInfo {
@@ -173,10 +174,14 @@ export class Directory {
   read(index: number): EntryInfo | null {
     const u32 = this.segment.u32;
     const base = entryOffset(index) / WORD;
-    for (let tries = 0; tries < SEQLOCK_RETRIES; tries++) {
+    const wait = this.midUpdateWaiter(index);
+    for (;;) {
       // SYNC POINT: entry published (acquire, seqlock begin).
       const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g1 & 1) !== 0) continue;
+      if ((g1 & 1) !== 0) {
+        if (!wait()) return null;
+        continue;
+      }
       const state = Atomics.load(u32, base + ENTRY_STATE_OFFSET / WORD);
       if (state !== ENTRY_STATE_ACTIVE) {
         if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return null;
@@ -205,7 +210,32 @@ export class Directory {
       // SYNC POINT: entry published (seqlock end: nothing changed while we read).
       if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return info;
     }
-    throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: entry ${index} stayed mid-update (its writer may have died holding the lock)`);
+  }
+
+  /**
+   * For a reader that found entry `index` mid-update: returns a function to
+   * call on each retry. It spins a little, then sleeps 1 ms per retry; it
+   * returns false (treat the entry as absent) if the writer died holding the
+   * lock, and throws ERR_SHMBUS_LOCK_TIMEOUT if a live writer takes longer than
+   * the lock timeout (a preempted writer on a busy machine takes milliseconds).
+   */
+  private midUpdateWaiter(index: number): () => boolean {
+    let spins = 0;
+    let deadline = 0;
+    return () => {
+      if (++spins < SEQLOCK_SPINS) return true;
+      const now = performance.now();
+      if (deadline === 0) deadline = now + this.options.lockTimeoutMs;
+      const holder = Atomics.load(this.segment.i32, DIR_LOCK_OFFSET / WORD);
+      if (holder === 0 || (holder !== process.pid && !isProcessAlive(holder))) {
+        // No live writer: the entry was left mid-update by one that died; the next registration repairs it.
+        if (spins > SEQLOCK_SPINS * 2) return false;
+      } else if (now > deadline) {
+        throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: entry ${index} stayed mid-update for ${this.options.lockTimeoutMs} ms while pid ${holder} held the lock`);
+      }
+      sleepSync(1);
+      return true;
+    };
   }
 
   /**
@@ -217,16 +247,19 @@ export class Directory {
     if (index >= this.entryCount) return null;
     const u32 = this.segment.u32;
     const base = entryOffset(index) / WORD;
-    for (let tries = 0; tries < SEQLOCK_RETRIES; tries++) {
+    const wait = this.midUpdateWaiter(index);
+    for (;;) {
       const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g1 & 1) !== 0) continue;
+      if ((g1 & 1) !== 0) {
+        if (!wait()) return null;
+        continue;
+      }
       if (g1 !== generation && g1 !== ((generation + 2) >>> 0)) return null;
       const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
       if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) return null;
       const name = this.readName(index, nameLength);
       if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return name;
     }
-    return null;
   }
 
   private readName(index: number, length: number): string {
