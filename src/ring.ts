@@ -361,13 +361,13 @@ export class FrameRing {
     if (options.now) this.now = options.now;
     const i32 = this.i32;
     const published = Atomics.load(i32, INBOX_HEAD_OFFSET / WORD);
-    // A consumer that died inside poll() may have released slots without
-    // publishing head; released slots hold position + capacity (+1 if already
-    // committed again one lap ahead). Skip them.
+    // A consumer that died inside poll() (or a relay between release and
+    // advanceHead) may have released slots without publishing head. A released
+    // slot's sequence is at least position + capacity (more once producers have
+    // reused it for a later lap). Skip them.
     let head = published;
     for (let k = 0; k < this.capacity; k++) {
-      const dif = (Atomics.load(i32, this.seqIndex(head)) - head) | 0;
-      if (dif !== this.capacity && dif !== this.capacity + 1) break;
+      if (((Atomics.load(i32, this.seqIndex(head)) - head) | 0) < this.capacity) break;
       head = (head + 1) | 0;
     }
     this.head = head;
@@ -392,8 +392,9 @@ export class FrameRing {
     while (delivered < limit && cursor !== tail) {
       const base = this.seqIndex(cursor);
       const dif = (Atomics.load(i32, base) - ((cursor + 1) | 0)) | 0;
-      if (dif === capacity - 1) {
-        // Released already (acked before a restart re-read it): nothing to do.
+      if (dif >= capacity - 1) {
+        // Released already (acked before a restart re-read it, and perhaps reused
+        // by producers for a later lap): nothing to do for this position.
         cursor = (cursor + 1) | 0;
         continue;
       }
@@ -434,14 +435,19 @@ export class FrameRing {
     Atomics.store(this.i32, base, (position + this.capacity) | 0);
   }
 
-  /** Move the head over released slots and publish it; counts them as received. */
+  /**
+   * Move the head over released slots and publish it; counts them as received.
+   * A slot released out of order can be claimed again by producers at once
+   * (its sequence then moves past position + capacity), so "released" is any
+   * sequence at least position + capacity.
+   */
   advanceHead(): void {
     const i32 = this.i32;
     let head = this.head;
     let released = 0;
     while (head !== this.cursor) {
       const dif = (Atomics.load(i32, this.seqIndex(head)) - head) | 0;
-      if (dif !== this.capacity) break;
+      if (dif < this.capacity) break;
       head = (head + 1) | 0;
       released++;
     }

@@ -233,6 +233,57 @@ reclaim('a new consumer recovers a head its dead predecessor released but never 
   assert.equal(drain(ring).map((f) => f.seq), [3, 4, 5]);
 });
 
+const relayMode = suite('ring: scan without release (the relay)');
+
+relayMode('frames stay until released, in any order; the head follows the released prefix', () => {
+  const buffer = makeInbox(64, 8);
+  const producer = new FrameRing(buffer, 2000);
+  const ring = consumer(buffer);
+  for (let i = 0; i < 5; i++) producer.offer(stamp, 1, i, payload(i));
+  const seen: number[] = [];
+  assert.is(ring.scan((v, position) => seen.push(position + v.sequence * 100), 100), 5);
+  assert.equal(seen, [0, 101, 202, 303, 404]);
+  ring.release(2);
+  ring.release(1);
+  ring.advanceHead();
+  assert.is(ring.depth(), 5, 'position 0 still unreleased');
+  ring.release(0);
+  ring.advanceHead();
+  assert.is(ring.depth(), 2);
+});
+
+relayMode('a slot producers reused right after its release does not stop the head', () => {
+  const buffer = makeInbox(64, 4);
+  const producer = new FrameRing(buffer, 2000);
+  const ring = consumer(buffer);
+  for (let i = 0; i < 4; i++) producer.offer(stamp, 1, i, payload(i));
+  assert.is(ring.scan(() => {}, 100), 4);
+  ring.release(0);
+  // Before the relay advances its head, a producer takes slot 0 for position 4.
+  assert.is(producer.offer(stamp, 1, 4, payload(4)), OFFER_OK);
+  ring.advanceHead();
+  assert.is(ring.depth(), 4, 'head moved past position 0');
+  const later: number[] = [];
+  assert.is(ring.scan((v) => later.push(v.sequence), 100), 1);
+  assert.equal(later, [4]);
+});
+
+relayMode('a restarted relay resends only what was not released, even where slots were reused', () => {
+  const buffer = makeInbox(64, 4);
+  const producer = new FrameRing(buffer, 2000);
+  const first = consumer(buffer);
+  for (let i = 0; i < 4; i++) producer.offer(stamp, 1, i, payload(i));
+  first.scan(() => {}, 100);
+  first.release(0);
+  first.release(2);
+  producer.offer(stamp, 1, 4, payload(4)); // reuses slot 0 for position 4
+  // The relay dies here, before advanceHead: the published head is still 0.
+  const restarted = consumer(buffer);
+  const resent: number[] = [];
+  restarted.scan((v) => resent.push(v.sequence), 100);
+  assert.equal(resent, [1, 3, 4]);
+});
+
 const parking = suite('ring: parking');
 
 parking('refuses to park while a committed frame waits', () => {
@@ -271,4 +322,5 @@ basic.run();
 corrupt.run();
 batch.run();
 reclaim.run();
+relayMode.run();
 parking.run();
