@@ -5,7 +5,7 @@
  * to the caller (pool.ts for connections we open, server.ts for ones we accept).
  */
 import type { Socket } from 'node:net';
-import { MessageDecoder, ProtocolError, encodeAck, encodeError, type AckEntry, type AckStatus, type Message } from './protocol';
+import { HANDSHAKE_MAX_MESSAGE_BYTES, MessageDecoder, ProtocolError, encodeAck, encodeError, type AckEntry, type AckStatus, type Message } from './protocol';
 
 let nextId = 1;
 
@@ -32,10 +32,13 @@ export class Connection {
   lastActivity = performance.now();
   /** Set when we refused the peer (the wire code we sent). */
   refusedWith = 0;
+  /** Set when the peer's bytes could not be decoded (a ProtocolError from the decoder). */
+  malformed = false;
   private readonly decoder: MessageDecoder;
   private acks: AckEntry[] = [];
   private ackFlushScheduled = false;
   private closeError: Error | null = null;
+  private readonly maxMessageBytes: number;
 
   constructor(
     readonly socket: Socket,
@@ -43,7 +46,9 @@ export class Connection {
     maxMessageBytes: number,
     private readonly events: ConnectionEvents,
   ) {
-    this.decoder = new MessageDecoder({ maxMessageBytes });
+    // Until the handshake is done, only handshake-sized messages are accepted.
+    this.decoder = new MessageDecoder({ maxMessageBytes: HANDSHAKE_MAX_MESSAGE_BYTES });
+    this.maxMessageBytes = maxMessageBytes;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.events.drained?.(this));
@@ -56,15 +61,34 @@ export class Connection {
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.lastActivity = performance.now();
+    let msg: Message | null;
     try {
       this.decoder.push(chunk);
-      for (let msg = this.decoder.next(); msg !== null; msg = this.decoder.next()) {
+      msg = this.decoder.next();
+    } catch (err) {
+      this.failed(err);
+      return;
+    }
+    while (msg !== null) {
+      try {
+        // A ProtocolError thrown by the handler is a message not allowed here: a violation, refused like bad bytes.
         this.events.message(this, msg);
         if (this.isClosed) return;
+        msg = this.decoder.next();
+      } catch (err) {
+        this.failed(err);
+        return;
       }
-    } catch (err) {
-      if (err instanceof ProtocolError) this.refuse(err.wireCode, err.message);
-      else this.destroy(err as Error);
+    }
+  }
+
+  /** The peer sent bytes that are malformed or not allowed: refuse it (counted by the owner through `malformed`). */
+  private failed(err: unknown): void {
+    if (err instanceof ProtocolError) {
+      this.malformed = true;
+      this.refuse(err.wireCode, err.message);
+    } else {
+      this.destroy(err as Error);
     }
   }
 
@@ -88,6 +112,12 @@ export class Connection {
     this.bytesOut += message.length;
     this.lastActivity = performance.now();
     return this.socket.write(message);
+  }
+
+  /** The handshake completed: accept messages up to the configured limit. */
+  authenticated(): void {
+    this.state = 'ready';
+    this.decoder.setMaxMessageBytes(this.maxMessageBytes);
   }
 
   get isClosed(): boolean {

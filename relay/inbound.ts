@@ -91,6 +91,12 @@ export class Inbound {
    * into a buffer that will be reused, so a held frame must copy it.
    */
   submit(frame: InboundFrame, ack: AckCallback, payloadIsTransient: boolean): void {
+    if (frame.destination.startsWith('@')) {
+      // "@relay" and other reserved names are not application endpoints: never deliver to them.
+      this.counters.undeliverable++;
+      ack(ACK_UNKNOWN_DESTINATION);
+      return;
+    }
     const key = `${frame.sourceHost}:${frame.sourceIndex}:${frame.sourceGeneration}>${frame.destination}`;
     const queue = this.queues.get(key);
     if (queue === undefined) {

@@ -26,11 +26,15 @@ export interface PeerCounters {
   connects: number;
   reconnects: number;
   connectFailures: number;
+  /** The peer failed to prove the secret, or answered as another host. */
+  authFailures: number;
+  /** Connections closed because their frames went unacked for ackTimeoutMs. */
+  ackTimeouts: number;
   disconnects: number;
 }
 
 export function newPeerCounters(): PeerCounters {
-  return { framesOut: 0, bytesOut: 0, batchesOut: 0, acksIn: 0, resends: 0, undeliverable: 0, framesIn: 0, bytesIn: 0, batchesIn: 0, acksOut: 0, duplicates: 0, connects: 0, reconnects: 0, connectFailures: 0, disconnects: 0 };
+  return { framesOut: 0, bytesOut: 0, batchesOut: 0, acksIn: 0, resends: 0, undeliverable: 0, framesIn: 0, bytesIn: 0, batchesIn: 0, acksOut: 0, duplicates: 0, connects: 0, reconnects: 0, connectFailures: 0, authFailures: 0, ackTimeouts: 0, disconnects: 0 };
 }
 
 /** One connection as shown by metrics. */
@@ -74,6 +78,8 @@ const HELP: Record<string, string> = {
   connects: 'Outgoing connections that completed the handshake.',
   reconnects: 'Outgoing connections made again after a previous one was lost.',
   connectFailures: 'Outgoing connection attempts that failed (refused, timed out, or handshake failed).',
+  authFailures: 'Outgoing handshakes in which the peer did not prove the secret or answered as another host.',
+  ackTimeouts: 'Connections closed because frames sent on them went unacked for ackTimeoutMs (their frames were resent).',
   disconnects: 'Connections to or from the peer that closed.',
   pending: 'Frames from the peer waiting for a missing or full target.',
   unacked: 'Frames sent to the peer and not yet acked.',

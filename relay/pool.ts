@@ -26,6 +26,7 @@ import {
   MSG_WELCOME,
   ERR_AUTH_FAILED,
   ERR_UNEXPECTED,
+  ERR_UNKNOWN_HOST,
   ProtocolError,
   acceptorProof,
   connectorProof,
@@ -66,6 +67,8 @@ class Slot {
   timer: NodeJS.Timeout | null = null;
   maxFrames = 65535;
   nonce: Buffer = Buffer.alloc(0);
+  /** When the oldest unacked frame was sent, or the last ACK arrived, whichever is later (ms). */
+  ackClock = 0;
   /** Handshake progress of the current connection. */
   step: 'hello-sent' | 'proof-sent' = 'hello-sent';
 
@@ -87,8 +90,8 @@ export class PeerLink {
     readonly counters: PeerCounters,
   ) {
     this.slots = Array.from({ length: ctx.config.limits.poolSize }, (_, i) => new Slot(i));
-    const idleMs = ctx.config.limits.idleTimeoutMs;
-    this.idleTimer = setInterval(() => this.evictIdle(), Math.max(10, Math.min(idleMs / 2, 1000)));
+    const { idleTimeoutMs, ackTimeoutMs } = ctx.config.limits;
+    this.idleTimer = setInterval(() => this.evictIdle(), Math.max(10, Math.min(idleTimeoutMs / 2, ackTimeoutMs / 4, 1000)));
     this.idleTimer.unref();
   }
 
@@ -134,6 +137,7 @@ export class PeerLink {
         if (result === 'full') break;
         slot.head++;
         if (result === 'gone') continue;
+        if (slot.unacked.size === 0) slot.ackClock = performance.now();
         slot.unacked.set(position, true);
         sent++;
       }
@@ -202,8 +206,13 @@ export class PeerLink {
     }
     if (conn.state === 'handshake' && slot.state === 'handshake') {
       if (msg.type === MSG_CHALLENGE && slot.step === 'hello-sent') {
-        if (msg.hostName !== this.host.name || !verifyProof(acceptorProof(secret, slot.nonce, msg.nonce, self.name, this.host.name), msg.proof)) {
-          throw new ProtocolError(ERR_AUTH_FAILED, `${this.host.name} did not prove knowledge of the cluster secret (or is another host: ${msg.hostName})`, 0, 0);
+        if (msg.hostName !== this.host.name) {
+          this.counters.authFailures++;
+          throw new ProtocolError(ERR_UNKNOWN_HOST, `dialled ${this.host.name} but the acceptor says it is ${msg.hostName}`, 0, 0);
+        }
+        if (!verifyProof(acceptorProof(secret, slot.nonce, msg.nonce, self.name, this.host.name), msg.proof)) {
+          this.counters.authFailures++;
+          throw new ProtocolError(ERR_AUTH_FAILED, `${this.host.name} did not prove knowledge of the cluster secret`, 0, 0);
         }
         conn.send(encodeProof(connectorProof(secret, slot.nonce, msg.nonce, self.name, this.host.name)));
         slot.step = 'proof-sent';
@@ -212,7 +221,7 @@ export class PeerLink {
       if (msg.type === MSG_WELCOME && slot.step === 'proof-sent') {
         if (slot.timer !== null) clearTimeout(slot.timer);
         slot.timer = null;
-        conn.state = 'ready';
+        conn.authenticated();
         slot.state = 'ready';
         slot.maxFrames = msg.maxFramesPerBatch;
         this.counters.connects++;
@@ -226,6 +235,7 @@ export class PeerLink {
       throw new ProtocolError(ERR_UNEXPECTED, `message type ${msg.type} during the handshake`, 0, 0);
     }
     if (msg.type === MSG_ACK && conn.state === 'ready') {
+      slot.ackClock = performance.now();
       for (const entry of msg.entries) {
         const position = entry.frameId | 0;
         if (!slot.unacked.delete(position)) continue; // an ack for a frame we already resent elsewhere
@@ -277,11 +287,22 @@ export class PeerLink {
     }, delay);
   }
 
-  /** Close connections without frames whose last activity is older than the idle timeout. */
+  /**
+   * Close connections without frames whose last activity is older than the
+   * idle timeout, and connections whose frames go unacked for longer than the
+   * ack timeout (a silent partition: TCP alone would take many minutes to give
+   * up); their frames are resent on a new connection.
+   */
   private evictIdle(): void {
     const now = performance.now();
     for (const slot of this.slots) {
       const conn = slot.conn;
+      if (conn !== null && slot.state === 'ready' && slot.unacked.size > 0 && now - slot.ackClock > this.ctx.config.limits.ackTimeoutMs) {
+        this.counters.ackTimeouts++;
+        this.ctx.log('peer_stalled', { peer: this.host.name, conn: conn.id, slot: slot.index, unacked: slot.unacked.size, ms: Math.round(now - slot.ackClock) });
+        conn.destroy(new Error(`no ack for ${Math.round(now - slot.ackClock)} ms`));
+        continue;
+      }
       if (conn === null || slot.state !== 'ready' || slot.unacked.size > 0 || slot.queuedCount > 0) continue;
       if (now - conn.lastActivity >= this.ctx.config.limits.idleTimeoutMs) {
         this.ctx.log('peer_idle_close', { peer: this.host.name, conn: conn.id, slot: slot.index });

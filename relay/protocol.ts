@@ -32,6 +32,9 @@ export const MIN_MAX_MESSAGE_BYTES = 1024;
 /** Largest accepted `maxMessageBytes` (1 GiB). */
 export const MAX_MAX_MESSAGE_BYTES = 1 << 30;
 
+/** Message size limit (bodyLength) before the handshake completes: every handshake message is far smaller. */
+export const HANDSHAKE_MAX_MESSAGE_BYTES = 1024;
+
 /** Length of nonceC and nonceA. */
 export const NONCE_LENGTH = 32;
 /** Length of proofA and proofC (an HMAC-SHA256 digest). */
@@ -775,7 +778,7 @@ export interface MessageDecoderOptions {
  * the decoder then stays failed and throws the same error on every call.
  */
 export class MessageDecoder {
-  private readonly maxMessageBytes: number;
+  private maxMessageBytes: number;
   private maxFramesPerBatch: number;
   /** Chunks not yet fully consumed: chunks[first] from `headOffset`, then the rest whole. */
   private chunks: (Buffer | undefined)[] = [];
@@ -804,6 +807,17 @@ export class MessageDecoder {
   /** Bytes consumed from the stream so far (the stream offset of the next message). */
   get streamOffset(): number {
     return this.consumed;
+  }
+
+  /**
+   * Change the message size limit for messages whose length field has not
+   * been read yet. Relays start a connection at {@link HANDSHAKE_MAX_MESSAGE_BYTES}
+   * and raise it once the handshake is done, so an unauthenticated peer can
+   * never make them buffer a large message.
+   */
+  setMaxMessageBytes(maxMessageBytes: number): void {
+    checkRange(maxMessageBytes, MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES, 'maxMessageBytes');
+    this.maxMessageBytes = maxMessageBytes;
   }
 
   /** Change the DATA frame limit (the acceptor sets what it announces in WELCOME). */

@@ -31,6 +31,7 @@ import {
   ERR_SHUTTING_DOWN,
   ERR_UNEXPECTED,
   ERR_UNKNOWN_HOST,
+  MSG_ACK,
   MSG_DATA,
   MSG_ERROR,
   MSG_HELLO,
@@ -78,8 +79,10 @@ export class TransitServer {
     strayFrames: 0,
     malformed: 0,
     authFailures: 0,
+    handshakeTimeouts: 0,
     unknownPeers: 0,
     acksLost: 0,
+    acksIgnored: 0,
     noticesWritten: 0,
     noticesLost: 0,
     pausedReads: 0,
@@ -288,17 +291,20 @@ export class TransitServer {
     this.connections.add(conn);
     const state: InboundState = { nonceC: Buffer.alloc(0), nonceA: Buffer.alloc(0), step: 'await-hello', timer: null };
     state.timer = setTimeout(() => {
-      this.global.authFailures++;
-      conn.refuse(ERR_UNEXPECTED, `handshake not completed within ${this.config.limits.handshakeTimeoutMs} ms`);
+      // docs/PROTOCOL.md: a handshake that does not complete in time is closed without an ERROR.
+      this.global.handshakeTimeouts++;
+      this.log('peer_refused', { conn: conn.id, claimed: conn.peer, reason: 'handshake timeout', remote: conn.socket.remoteAddress });
+      conn.destroy(new Error('handshake timeout'));
     }, this.config.limits.handshakeTimeoutMs);
     this.inboundStates.set(conn, state);
-    if (this.paused) conn.pause();
   }
 
   private onInboundMessage(conn: Connection, msg: Message): void {
     const state = this.inboundStates.get(conn)!;
     const { secret, self } = this.config;
     if (msg.type === MSG_ERROR) {
+      // A connector that rejects our proof (wrong secret, or it dialled another host) says so before closing.
+      if (state.step !== 'ready' && (msg.code === ERR_AUTH_FAILED || msg.code === ERR_UNKNOWN_HOST)) this.global.authFailures++;
       this.log('peer_error', { peer: conn.peer, conn: conn.id, code: msg.code, message: msg.message });
       conn.destroy();
       return;
@@ -327,13 +333,20 @@ export class TransitServer {
       if (state.timer !== null) clearTimeout(state.timer);
       state.timer = null;
       state.step = 'ready';
-      conn.state = 'ready';
+      conn.authenticated();
       conn.send(encodeWelcome(this.bootId, this.config.limits.batchFrames));
+      // Back-pressure applies to authenticated peers' DATA; handshakes go on regardless.
+      if (this.paused) conn.pause();
       this.log('peer_accepted', { peer: conn.peer, conn: conn.id });
       return;
     }
     if (state.step === 'ready' && msg.type === MSG_DATA) {
       this.onData(conn, msg.frames);
+      return;
+    }
+    if (state.step === 'ready' && msg.type === MSG_ACK) {
+      // docs/PROTOCOL.md: an open connection accepts ACK both ways; we never send DATA on an incoming one, so none is ours.
+      this.global.acksIgnored++;
       return;
     }
     throw new ProtocolError(ERR_UNEXPECTED, `message type ${msg.type} not allowed ${state.step === 'ready' ? 'on an incoming connection' : 'before the handshake completed'}`, 0, 0);
@@ -374,7 +387,7 @@ export class TransitServer {
     if (state?.timer) clearTimeout(state.timer);
     this.inboundStates.delete(conn);
     this.connections.delete(conn);
-    if (conn.refusedWith !== 0 && conn.refusedWith !== ERR_AUTH_FAILED && conn.refusedWith !== ERR_UNKNOWN_HOST) this.global.malformed++;
+    if (conn.malformed) this.global.malformed++;
     if (conn.peer !== null && state?.step === 'ready') {
       this.peerCounters.get(conn.peer)!.disconnects++;
       this.log('peer_disconnected', { peer: conn.peer, conn: conn.id, reason: err?.message ?? 'closed' });
@@ -388,7 +401,7 @@ export class TransitServer {
     if (full) this.global.pausedReads++;
     this.log(full ? 'backpressure_on' : 'backpressure_off', { pending: this.inbound.pending });
     for (const conn of this.connections) {
-      if (conn.direction !== 'in') continue;
+      if (conn.direction !== 'in' || conn.state !== 'ready') continue;
       if (full) conn.pause();
       else conn.resume();
     }

@@ -118,6 +118,8 @@ export interface Limits {
   readonly backoffMaxMs: number;
   /** Frames per DATA message. */
   readonly batchFrames: number;
+  /** A connection holding unacked frames that receives no ACK for this long is closed and its frames resent (ms). */
+  readonly ackTimeoutMs: number;
   /** Largest relay message (bytes). */
   readonly maxMessageBytes: number;
 }
@@ -142,6 +144,7 @@ export const LIMIT_RANGES: Readonly<Record<keyof Limits, LimitRange>> = Object.f
   backoffInitialMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 50 }),
   backoffMaxMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 5000 }),
   batchFrames: Object.freeze({ kind: 'integer', min: 1, max: 65535, default: 256 }),
+  ackTimeoutMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 10_000 }),
   maxMessageBytes: Object.freeze({ kind: 'integer', min: 64 * KIB, max: 256 * MIB, default: 16 * MIB }),
 } satisfies Record<keyof Limits, LimitRange>);
 

@@ -95,6 +95,7 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
     backoffInitialMs: 50,
     backoffMaxMs: 5000,
     batchFrames: 256,
+    ackTimeoutMs: 10000,
     maxMessageBytes: 16 * MIB,
   });
   assert.equal({ ...config.self, relay: { ...config.self.relay } }, {
@@ -240,6 +241,7 @@ valid('accepts every limit at both ends of its range', () => {
     ['handshakeTimeoutMs', 1, 3_600_000],
     ['idleTimeoutMs', 1, 3_600_000],
     ['batchFrames', 1, 65535],
+    ['ackTimeoutMs', 1, 3_600_000],
     ['maxMessageBytes', 64 * KIB, 256 * MIB],
   ];
   for (const [key, min, max] of bounds) {
@@ -360,6 +362,7 @@ const LIMIT_OUT_OF_RANGE: Array<[string, unknown]> = [
   ['backoffInitialMs', 0],
   ['backoffMaxMs', 0], ['backoffMaxMs', 3_600_001],
   ['batchFrames', 0], ['batchFrames', 65536],
+  ['ackTimeoutMs', 0], ['ackTimeoutMs', 3_600_001],
   ['maxMessageBytes', 64 * KIB - 1], ['maxMessageBytes', 256 * MIB + 1],
 ];
 for (const [key, value] of LIMIT_OUT_OF_RANGE) {

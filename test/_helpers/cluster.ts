@@ -137,8 +137,9 @@ function startRelay(host: string, configPath: string, extraArgs: string[]): Prom
     lines.push(line);
     for (const w of waiters.splice(0)) w();
   });
+  // 'close' (not 'exit'): stdout is fully read by then, so the last log lines (e.g. "stop") are in `lines`.
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.on('exit', (code, signal) => {
+    proc.on('close', (code, signal) => {
       relays.delete(proc);
       for (const w of waiters.splice(0)) w();
       resolve({ code, signal });
