@@ -17,6 +17,8 @@ interface Args {
   count?: number;
   id?: number;
   payloadSize?: number;
+  /** sink: print `progress <total>` every this many frames (off when absent). */
+  progressEvery?: number;
 }
 
 const [role, json] = process.argv.slice(2);
@@ -108,6 +110,7 @@ async function main(): Promise<void> {
         }
         next.set(id, seq + 1);
         if (++total === args.count) break;
+        if (args.progressEvery !== undefined && total % args.progressEvery === 0) console.log(`progress ${total}`);
       }
       const counts = [...next.entries()].sort((x, y) => x[0] - y[0]).map(([id, n]) => `${id}:${n}`);
       console.log(`received ${total} errors ${errors} ${counts.join(' ')}`);
