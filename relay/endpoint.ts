@@ -141,7 +141,11 @@ export class RelayEndpoint {
     if (this.closed || !this.ring.prepareToPark()) return false;
     this.onWake = onWake;
     if (timeoutMs >= 0) {
-      setTimeout(() => this.wake(), this.ring.inFlight() ? Math.min(timeoutMs, 10) : timeoutMs).unref();
+      const inFlight = this.ring.inFlight();
+      setTimeout(() => {
+        if (inFlight) this.ring.checkStuckNext();
+        this.wake();
+      }, inFlight ? Math.min(timeoutMs, 10) : timeoutMs).unref();
     }
     return true;
   }

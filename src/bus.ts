@@ -243,11 +243,11 @@ export class Bus extends EventEmitter {
       return 0;
     }
     const first = ring.batchPosition;
-    let mustRing = false;
     for (let k = 0; k < claimed; k++) {
       ring.write((first + k) | 0, this.stamp, route.entry.index, (this.sequence + k) >>> 0, payloads[start + k]!);
-      if (ring.commit((first + k) | 0) === OFFER_OK_RING) mustRing = true;
+      ring.commitQuiet((first + k) | 0);
     }
+    const mustRing = ring.takeBell();
     this.sequence = (this.sequence + claimed) >>> 0;
     addU64(this.segment.u32, INBOX_SENT_OFFSET, claimed);
     if (claimed < count) this.refused(route, count - claimed);
@@ -432,10 +432,15 @@ export class Bus extends EventEmitter {
     const ring = this.ring;
     if (this.closed || ring.hasFrame()) return;
     if (!ring.prepareToPark()) return;
+    const inFlight = ring.inFlight();
     try {
-      await this.sleeper.sleep(ring.inFlight() ? IN_FLIGHT_RECHECK_MS : -1);
+      await this.sleeper.sleep(inFlight ? IN_FLIGHT_RECHECK_MS : -1);
     } finally {
-      if (!this.closed) ring.unpark();
+      if (!this.closed) {
+        ring.unpark();
+        // Woken by the timeout while a slot was claimed: the next poll must check whether it is stuck.
+        if (inFlight) ring.checkStuckNext();
+      }
     }
   }
 

@@ -165,9 +165,14 @@ export class Directory {
     old.unmap();
   }
 
-  /** Current generation of entry `index` (one atomic load; for cache validation). */
+  /**
+   * Current generation of entry `index`, for a sender's per-frame check that
+   * its cached route is still valid. A plain read, not an atomic one: it is a
+   * hint (a change is seen at this send or the next), on the hot path.
+   * Racy observer.
+   */
   generationOf(index: number): number {
-    return Atomics.load(this.segment.u32, (entryOffset(index) + ENTRY_GENERATION_OFFSET) / WORD);
+    return this.segment.u32[(entryOffset(index) + ENTRY_GENERATION_OFFSET) / WORD]!;
   }
 
   /** Read entry `index` consistently; null if it is free. */

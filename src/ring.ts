@@ -125,7 +125,13 @@ export interface ConsumerOptions {
   isAlive: LivenessCheck;
   /** Monotonic clock in ms (performance.now by default; tests inject their own). */
   now?: () => number;
+  /** Look for a stuck slot every this many empty polls (default 16; tests use 1). */
+  stuckCheckEvery?: number;
 }
+
+const DEFAULT_STUCK_CHECK_EVERY = 16;
+/** A claimed slot must stay uncommitted this long before its claimant's liveness is checked. */
+const LIVENESS_CHECK_AFTER_MS = 1;
 
 /**
  * Encode an address prefix: u8 length, then the ASCII address. Callers cache
@@ -180,6 +186,9 @@ export class FrameRing {
   private readonly view = new FrameView();
   private stuckPosition = 0;
   private stuckSince = -1;
+  /** Polls that found the next slot uncommitted since the last stuck check. */
+  private idlePolls = 0;
+  private stuckCheckEvery = DEFAULT_STUCK_CHECK_EVERY;
   private consumer: ConsumerOptions | null = null;
   private now: () => number = () => performance.now();
 
@@ -251,7 +260,8 @@ export class FrameRing {
     const i32 = this.i32;
     const tailIndex = INBOX_TAIL_OFFSET / WORD;
     for (;;) {
-      const position = Atomics.load(i32, tailIndex);
+      // A plain read: a stale tail only makes the CAS below fail and retry.
+      const position = i32[tailIndex]!;
       const seqIndex = this.seqIndex(position);
       // SYNC POINT: slot release (acquire side: the consumer is done with this slot).
       const dif = (Atomics.load(i32, seqIndex) - position) | 0;
@@ -333,17 +343,33 @@ export class FrameRing {
    * ERR_SHMBUS_CLAIM_RECLAIMED if the consumer reclaimed the slot meanwhile.
    */
   commit(position: number): OfferResult {
-    const i32 = this.i32;
+    this.commitQuiet(position);
+    return this.takeBell() ? OFFER_OK_RING : OFFER_OK;
+  }
+
+  /**
+   * Publish a claimed, written slot without looking at the doorbell: for
+   * batches, which call {@link takeBell} once after their last commit.
+   */
+  commitQuiet(position: number): void {
     // SYNC POINT: slot commit (release: header and payload are visible before the sequence).
-    if (Atomics.compareExchange(i32, this.seqIndex(position), position, (position + 1) | 0) !== position) {
+    if (Atomics.compareExchange(this.i32, this.seqIndex(position), position, (position + 1) | 0) !== position) {
       throw new BusError('ERR_SHMBUS_CLAIM_RECLAIMED', `slot for position ${position} was reclaimed before this producer committed it (stalled longer than the reclaim timeout)`);
     }
+  }
+
+  /**
+   * After a commit: if the consumer is parked, take the bell (CAS parked 1 -> 0)
+   * and return true: the caller must ring the doorbell.
+   */
+  takeBell(): boolean {
+    const i32 = this.i32;
     // SYNC POINT: parked (producer side: load after the commit).
     if (Atomics.load(i32, INBOX_PARKED_OFFSET / WORD) !== 0 && Atomics.compareExchange(i32, INBOX_PARKED_OFFSET / WORD, 1, 0) === 1) {
       incrementSharedU64(this.u32, INBOX_WAKEUPS_OFFSET);
-      return OFFER_OK_RING;
+      return true;
     }
-    return OFFER_OK;
+    return false;
   }
 
   /** Count frames refused because this inbox was full (by the producer that reports the refusal). */
@@ -359,6 +385,7 @@ export class FrameRing {
   attachConsumer(options: ConsumerOptions): void {
     this.consumer = options;
     if (options.now) this.now = options.now;
+    if (options.stuckCheckEvery !== undefined) this.stuckCheckEvery = options.stuckCheckEvery;
     const i32 = this.i32;
     const published = Atomics.load(i32, INBOX_HEAD_OFFSET / WORD);
     // A consumer that died inside poll() (or a relay between release and
@@ -399,7 +426,7 @@ export class FrameRing {
         continue;
       }
       if (dif !== 0) {
-        if (dif < 0 && this.reclaimIfStuck(cursor, base)) {
+        if (dif < 0 && this.shouldCheckStuck() && this.reclaimIfStuck(cursor, base)) {
           cursor = (cursor + 1) | 0;
           continue;
         }
@@ -494,7 +521,7 @@ export class FrameRing {
         // SYNC POINT: slot commit (acquire side).
         const dif = (Atomics.load(i32, base) - ((head + 1) | 0)) | 0;
         if (dif !== 0) {
-          if (dif < 0 && this.reclaimIfStuck(head, base)) {
+          if (dif < 0 && this.shouldCheckStuck() && this.reclaimIfStuck(head, base)) {
             head = (head + 1) | 0;
             continue;
           }
@@ -560,6 +587,23 @@ export class FrameRing {
   }
 
   /**
+   * Whether this empty poll should look for a stuck slot. Looking costs a read
+   * of the producers' tail line and a clock read, so a busy consumer does it
+   * only every `stuckCheckEvery` empty polls (a parked one is made to, see
+   * {@link checkStuckNext}).
+   */
+  private shouldCheckStuck(): boolean {
+    if (++this.idlePolls < this.stuckCheckEvery) return false;
+    this.idlePolls = 0;
+    return true;
+  }
+
+  /** Make the next empty poll look for a stuck slot (after a timed wake-up). */
+  checkStuckNext(): void {
+    this.idlePolls = this.stuckCheckEvery;
+  }
+
+  /**
    * The head slot is not committed. If a producer holds it (tail is past head)
    * and is dead, or has held it past the reclaim timeout, reclaim it.
    */
@@ -576,8 +620,10 @@ export class FrameRing {
       this.stuckPosition = head;
       this.stuckSince = now;
     }
+    // Asking the kernel whether the claimant lives costs microseconds: only once the slot
+    // has stayed claimed for a while (a live producer commits within nanoseconds).
     const pid = Atomics.load(i32, base + SLOT_CLAIM_PID_OFFSET / WORD);
-    const dead = pid !== 0 && pid !== this.pid && !consumer.isAlive(pid);
+    const dead = pid !== 0 && pid !== this.pid && now - this.stuckSince >= LIVENESS_CHECK_AFTER_MS && !consumer.isAlive(pid);
     if (!dead && now - this.stuckSince < consumer.reclaimTimeoutMs) return false;
     // The producer is gone or too slow: free the slot for the next lap. If it
     // committed in the meantime the CAS fails and the frame is read normally.

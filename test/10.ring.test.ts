@@ -34,7 +34,7 @@ function makeInbox(slotSize: number, capacity: number, start = 0): ArrayBuffer {
 function consumer(buffer: ArrayBuffer, opts: { alive?: boolean; timeoutMs?: number; clock?: { t: number } } = {}): FrameRing {
   const ring = new FrameRing(buffer, 1000);
   const clock = opts.clock ?? { t: 0 };
-  ring.attachConsumer({ reclaimTimeoutMs: opts.timeoutMs ?? 50, isAlive: () => opts.alive ?? true, now: () => clock.t });
+  ring.attachConsumer({ reclaimTimeoutMs: opts.timeoutMs ?? 50, isAlive: () => opts.alive ?? true, now: () => clock.t, stuckCheckEvery: 1 });
   return ring;
 }
 
@@ -169,16 +169,19 @@ batch('claims only the room there is', () => {
 
 const reclaim = suite('ring: dead and stalled producers');
 
-reclaim('reclaims a slot claimed by a dead producer at once and keeps later frames', () => {
+reclaim('reclaims a slot claimed by a dead producer after a millisecond, not the timeout, and keeps later frames', () => {
   const buffer = makeInbox(64, 8);
   const dead = new FrameRing(buffer, 4242);
   const live = new FrameRing(buffer, 2000);
-  const ring = consumer(buffer, { alive: false });
+  const clock = { t: 0 };
+  const ring = consumer(buffer, { alive: false, timeoutMs: 60_000, clock });
   live.offer(stamp, 1, 0, payload(0));
   const position = dead.claim();
   assert.ok(position >= 0);
   live.offer(stamp, 1, 1, payload(1));
-  assert.equal(drain(ring).map((f) => f.seq), [0, 1]);
+  assert.equal(drain(ring).map((f) => f.seq), [0], 'a claim just made is not judged yet');
+  clock.t = 1;
+  assert.equal(drain(ring).map((f) => f.seq), [1]);
   assert.is(readU64(new Uint32Array(buffer), INBOX_RECLAIMED_OFFSET), 1);
 });
 
