@@ -71,7 +71,10 @@ function killRelays(): void {
   relays.clear();
 }
 
-export async function makeCluster(hosts: string[], options: { limits?: Record<string, number>; specs?: Record<string, HostSpec>; secret?: string } = {}): Promise<Cluster> {
+export async function makeCluster(
+  hosts: string[],
+  options: { limits?: Record<string, number>; specs?: Record<string, HostSpec>; secret?: string; tls?: { key: string; cert: string; ca: string } } = {},
+): Promise<Cluster> {
   const folder = mkdtempSync(join(tmpdir(), 'shmbus-cluster-'));
   registerCleanup(() => rmSync(folder, { recursive: true, force: true }));
   registerCleanup(killRelays);
@@ -85,6 +88,7 @@ export async function makeCluster(hosts: string[], options: { limits?: Record<st
   const configPath = join(folder, 'cluster.json');
   const base = () => ({
     secret: { file: './cluster.secret' },
+    ...(options.tls !== undefined ? { tls: options.tls } : {}),
     limits: { ttlMs: 5000, connectTimeoutMs: 1000, handshakeTimeoutMs: 1000, backoffInitialMs: 20, backoffMaxMs: 200, ...options.limits },
     hosts: Object.fromEntries(
       hosts.map((h) => [
