@@ -27,23 +27,17 @@ import {
   NOTICE_SEQUENCE_OFFSET,
   NOTICE_UNDELIVERABLE,
   RELAY_ENDPOINT_NAME,
-  INBOX_CORRUPT_OFFSET,
   INBOX_DISCARDED_OFFSET,
   INBOX_HEADER_LENGTH,
-  INBOX_PARKS_OFFSET,
-  INBOX_RECEIVED_OFFSET,
-  INBOX_RECLAIMED_OFFSET,
-  INBOX_REFUSED_FULL_OFFSET,
   INBOX_SEND_REFUSED_OFFSET,
   INBOX_SENT_OFFSET,
-  INBOX_WAKEUPS_OFFSET,
   NO_INDEX,
   SEGMENT_KIND_INBOX,
   inboxFileName,
   inboxSegmentLength,
 } from './layout';
 import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
-import { FrameRing, FrameView, OFFER_FULL, OFFER_OK_RING, addU64, encodeAddressPrefix, readU64, type FrameHandler, type ProducerStamp } from './ring';
+import { FrameRing, FrameView, OFFER_FULL, OFFER_OK_RING, addU64, encodeAddressPrefix, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './ring';
 import { Routes, type Route } from './routes';
 import { Segment, isProcessAlive, unlinkQuiet } from './segment';
 
@@ -58,8 +52,8 @@ export interface Frame {
   readonly payload: Uint8Array;
 }
 
-/** Counters of one endpoint (monotonic since the inbox was created). */
-export interface BusStats {
+/** Counters of one endpoint (monotonic since the inbox was created) and its inbox's state. */
+export interface BusStats extends InboxCounters {
   readonly name: string;
   readonly namespace: string;
   readonly slotSize: number;
@@ -67,18 +61,8 @@ export interface BusStats {
   readonly maxPayload: number;
   /** Frames waiting in the inbox (claimed, not yet consumed). */
   readonly depth: number;
-  readonly received: number;
-  readonly sent: number;
-  /** Own sends refused because the destination inbox was full. */
-  readonly sendRefused: number;
-  /** Sends by anyone refused because this inbox was full. */
-  readonly refusedFull: number;
-  readonly reclaimed: number;
-  readonly corrupt: number;
-  readonly discarded: number;
-  readonly parks: number;
-  readonly wakeups: number;
   readonly parked: boolean;
+  /** UDP doorbell datagrams this process could not send. */
   readonly doorbellErrors: number;
 }
 
@@ -486,7 +470,6 @@ export class Bus extends EventEmitter {
 
   stats(): BusStats {
     this.assertOpen();
-    const u32 = this.segment.u32;
     return {
       name: this.options.name,
       namespace: this.options.namespace,
@@ -494,15 +477,7 @@ export class Bus extends EventEmitter {
       capacity: this.ring.capacity,
       maxPayload: this.ring.maxPayload,
       depth: this.ring.depth(),
-      received: readU64(u32, INBOX_RECEIVED_OFFSET),
-      sent: readU64(u32, INBOX_SENT_OFFSET),
-      sendRefused: readU64(u32, INBOX_SEND_REFUSED_OFFSET),
-      refusedFull: readU64(u32, INBOX_REFUSED_FULL_OFFSET),
-      reclaimed: readU64(u32, INBOX_RECLAIMED_OFFSET),
-      corrupt: readU64(u32, INBOX_CORRUPT_OFFSET),
-      discarded: readU64(u32, INBOX_DISCARDED_OFFSET),
-      parks: readU64(u32, INBOX_PARKS_OFFSET),
-      wakeups: readU64(u32, INBOX_WAKEUPS_OFFSET),
+      ...readInboxCounters(this.segment.u32),
       parked: this.ring.isParked(),
       doorbellErrors: udpDoorbellErrors(),
     };

@@ -35,6 +35,7 @@ import {
   MAX_ADDRESS_LENGTH,
   INBOX_CAPACITY_OFFSET,
   INBOX_CORRUPT_OFFSET,
+  INBOX_DISCARDED_OFFSET,
   INBOX_HEAD_OFFSET,
   INBOX_HEADER_LENGTH,
   INBOX_PARKED_OFFSET,
@@ -42,6 +43,8 @@ import {
   INBOX_RECEIVED_OFFSET,
   INBOX_RECLAIMED_OFFSET,
   INBOX_REFUSED_FULL_OFFSET,
+  INBOX_SEND_REFUSED_OFFSET,
+  INBOX_SENT_OFFSET,
   INBOX_SLOT_SIZE_OFFSET,
   INBOX_TAIL_OFFSET,
   INBOX_WAKEUPS_OFFSET,
@@ -158,6 +161,42 @@ export function addU64(u32: Uint32Array, byteOffset: number, n: number): void {
   const sum = u32[i]! + n;
   u32[i] = sum >>> 0;
   if (sum > 0xffffffff) u32[i + 1] = (u32[i + 1]! + Math.floor(sum / 0x1_0000_0000)) >>> 0;
+}
+
+/** The counters in an inbox header (racy observer: each is read without stopping anyone). */
+export interface InboxCounters {
+  /** Frames consumed from this inbox. */
+  readonly received: number;
+  /** Frames the owner sent (to any inbox). */
+  readonly sent: number;
+  /** The owner's sends refused because their destination was full. */
+  readonly sendRefused: number;
+  /** Sends by anyone refused because this inbox was full. */
+  readonly refusedFull: number;
+  /** Claimed slots reclaimed after their producer died or stalled. */
+  readonly reclaimed: number;
+  /** Frames skipped because their header could not be valid. */
+  readonly corrupt: number;
+  /** Frames discarded when this inbox replaced a dead predecessor's of another geometry. */
+  readonly discarded: number;
+  readonly parks: number;
+  /** Doorbells rung. */
+  readonly wakeups: number;
+}
+
+/** Read every counter of an inbox header. */
+export function readInboxCounters(u32: Uint32Array): InboxCounters {
+  return {
+    received: readU64(u32, INBOX_RECEIVED_OFFSET),
+    sent: readU64(u32, INBOX_SENT_OFFSET),
+    sendRefused: readU64(u32, INBOX_SEND_REFUSED_OFFSET),
+    refusedFull: readU64(u32, INBOX_REFUSED_FULL_OFFSET),
+    reclaimed: readU64(u32, INBOX_RECLAIMED_OFFSET),
+    corrupt: readU64(u32, INBOX_CORRUPT_OFFSET),
+    discarded: readU64(u32, INBOX_DISCARDED_OFFSET),
+    parks: readU64(u32, INBOX_PARKS_OFFSET),
+    wakeups: readU64(u32, INBOX_WAKEUPS_OFFSET),
+  };
 }
 
 /** Increments a u64 counter shared by many writers: atomic add on the low word, the wrapper carries. */

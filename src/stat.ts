@@ -12,25 +12,16 @@ import {
   DOORBELL_UDP,
   ENTRY_FLAG_RELAY,
   FILE_PREFIX,
-  INBOX_CORRUPT_OFFSET,
-  INBOX_DISCARDED_OFFSET,
-  INBOX_PARKS_OFFSET,
-  INBOX_RECEIVED_OFFSET,
-  INBOX_RECLAIMED_OFFSET,
-  INBOX_REFUSED_FULL_OFFSET,
-  INBOX_SEND_REFUSED_OFFSET,
-  INBOX_SENT_OFFSET,
-  INBOX_WAKEUPS_OFFSET,
   RELAY_ENDPOINT_NAME,
   SEGMENT_KIND_INBOX,
   dedupFileName,
   inboxFileName,
 } from './layout';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE, validateDir, validateNamespace } from './options';
-import { FrameRing, readU64 } from './ring';
+import { FrameRing, readInboxCounters, type InboxCounters } from './ring';
 import { Segment, isProcessAlive, unlinkQuiet } from './segment';
 
-export interface EndpointReport {
+export interface EndpointReport extends InboxCounters {
   readonly name: string;
   readonly index: number;
   readonly generation: number;
@@ -41,15 +32,6 @@ export interface EndpointReport {
   readonly slotSize: number;
   readonly capacity: number;
   readonly depth: number;
-  readonly received: number;
-  readonly sent: number;
-  readonly sendRefused: number;
-  readonly refusedFull: number;
-  readonly reclaimed: number;
-  readonly corrupt: number;
-  readonly discarded: number;
-  readonly parks: number;
-  readonly wakeups: number;
   readonly parked: boolean;
   /** Loopback port of the endpoint's metrics (relays); 0 = none. */
   readonly metricsPort: number;
@@ -115,22 +97,8 @@ function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): Endp
     return { ...base, ...zero, error: (err as Error).message };
   }
   try {
-    const u32 = segment.u32;
     const ring = new FrameRing(segment.buffer);
-    return {
-      ...base,
-      depth: ring.depth(),
-      received: readU64(u32, INBOX_RECEIVED_OFFSET),
-      sent: readU64(u32, INBOX_SENT_OFFSET),
-      sendRefused: readU64(u32, INBOX_SEND_REFUSED_OFFSET),
-      refusedFull: readU64(u32, INBOX_REFUSED_FULL_OFFSET),
-      reclaimed: readU64(u32, INBOX_RECLAIMED_OFFSET),
-      corrupt: readU64(u32, INBOX_CORRUPT_OFFSET),
-      discarded: readU64(u32, INBOX_DISCARDED_OFFSET),
-      parks: readU64(u32, INBOX_PARKS_OFFSET),
-      wakeups: readU64(u32, INBOX_WAKEUPS_OFFSET),
-      parked: ring.isParked(),
-    };
+    return { ...base, depth: ring.depth(), ...readInboxCounters(segment.u32), parked: ring.isParked() };
   } finally {
     segment.unmap();
   }

@@ -7,28 +7,14 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createServer, connect, type Socket } from 'node:net';
-import { Bus, parseNotice, type Frame } from '../src/index';
-import { cleanupAll, deadline, filesIn, spawnChild, until } from './_helpers';
+import { Bus, parseNotice } from '../src/index';
+import { cleanupAll, deadline, filesIn, nextFrame, spawnChild, until } from './_helpers';
 import { makeCluster, freePort } from './_helpers/cluster';
 
 const FRAMES = Number(process.env.SHMBUS_RELAY_FRAMES ?? 20_000);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 const bytes = (s: string) => new TextEncoder().encode(s);
 
-/** Next frame from `bus`, polling, behind a deadline. */
-async function nextFrame(bus: Bus, ms = 10_000, what = 'a frame'): Promise<Frame> {
-  return deadline(
-    (async () => {
-      for (;;) {
-        const f = bus.recvFromLocal();
-        if (f !== null) return f;
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    })(),
-    ms,
-    what,
-  );
-}
 
 const basic = suite('relay: two hosts');
 basic.after.each(cleanupAll);

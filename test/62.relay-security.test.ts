@@ -12,7 +12,7 @@ import { createSocket } from 'node:dgram';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
-import { Bus, type Frame } from '../src/index';
+import { Bus } from '../src/index';
 import {
   DATA_FRAME_COUNT_OFFSET,
   DATA_FRAME_PAYLOAD_LENGTH_OFFSET,
@@ -42,7 +42,7 @@ import {
   verifyProof,
   type Message,
 } from '../relay/protocol';
-import { cleanupAll, deadline, filesIn, until } from './_helpers';
+import { cleanupAll, deadline, filesIn, nextFrame, until } from './_helpers';
 import { freePort, makeCluster, type Cluster, type Relay } from './_helpers/cluster';
 import { rogueAcceptor, rogueConnect, rogueHandshake, rogueOpen, runRelay, type Rogue } from './_helpers/rogue';
 
@@ -62,20 +62,6 @@ const TIMER_SLACK_MS = 5;
 /** A fresh cluster secret (the relay reads the file's bytes as the HMAC key). */
 const newSecret = () => randomBytes(32).toString('hex');
 
-/** Next frame from `bus`, polling, behind a deadline. */
-async function nextFrame(bus: Bus, ms = 10_000, what = 'a frame'): Promise<Frame> {
-  return deadline(
-    (async () => {
-      for (;;) {
-        const f = bus.recvFromLocal();
-        if (f !== null) return f;
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    })(),
-    ms,
-    what,
-  );
-}
 
 type Metrics = Awaited<ReturnType<Relay['metrics']>>;
 

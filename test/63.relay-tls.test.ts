@@ -9,28 +9,15 @@ import { connect as netConnect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Bus, type Frame } from '../src/index';
+import { Bus } from '../src/index';
 import { encodeHello, newNonce } from '../relay/protocol';
-import { cleanupAll, deadline } from './_helpers';
+import { cleanupAll, deadline, nextFrame } from './_helpers';
 import { freePort, makeCluster } from './_helpers/cluster';
 
 const FIXTURES = join(__dirname, 'fixtures', 'tls');
 const TLS = { key: join(FIXTURES, 'relay.key'), cert: join(FIXTURES, 'relay.crt'), ca: join(FIXTURES, 'ca.crt') };
 const bytes = (s: string) => new TextEncoder().encode(s);
 
-async function nextFrame(bus: Bus, ms = 10_000): Promise<Frame> {
-  return deadline(
-    (async () => {
-      for (;;) {
-        const f = bus.recvFromLocal();
-        if (f !== null) return f;
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    })(),
-    ms,
-    'a frame',
-  );
-}
 
 /** A TCP proxy that records every byte it forwards from the client side. */
 async function recordingProxy(targetPort: () => number): Promise<{ port: number; captured: () => Buffer; close: () => void }> {

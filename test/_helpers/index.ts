@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Frame } from '../../src/index';
 
 const dirs = new Set<string>();
 const children = new Set<ChildProcess>();
@@ -45,6 +46,21 @@ export async function until(condition: () => boolean, ms: number, what: string):
     if (Date.now() > end) throw new Error(`deadline: ${what} did not become true within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+}
+
+/** The next frame in `bus`'s inbox, polling, behind a deadline. */
+export async function nextFrame(bus: { recvFromLocal(): Frame | null }, ms = 10_000, what = 'a frame'): Promise<Frame> {
+  return deadline(
+    (async () => {
+      for (;;) {
+        const f = bus.recvFromLocal();
+        if (f !== null) return f;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })(),
+    ms,
+    what,
+  );
 }
 
 export interface Child {
