@@ -83,6 +83,8 @@ import {
 export const HOST_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 /** The shortest cluster secret accepted, in bytes. */
 export const MIN_SECRET_LENGTH = 16;
+/** Most hosts a cluster may have: host ids 1..65535 fit the frame header's u16 source-host field. */
+export const MAX_HOSTS = 65535;
 /** Default slot size of the relay's own inbox (1 KiB of payload plus header room). */
 export const DEFAULT_RELAY_INBOX_SLOT_SIZE = 1088;
 /** Default slot count of the relay's own inbox. */
@@ -495,6 +497,8 @@ function hostsOf(value: unknown): Map<string, HostConfig> {
   const h = object(value, 'hosts', 'hosts');
   const names = Object.keys(h).sort(byCodeUnit);
   if (names.length === 0) throw new ConfigError('hosts', 'hosts must be an object with at least one host; received an empty object');
+  // Host ids travel in the u16 source-host field of a frame header (docs/LAYOUT.md); 0 means "this host".
+  if (names.length > MAX_HOSTS) throw new ConfigError('hosts', `hosts must name at most ${MAX_HOSTS} hosts (ids are 16-bit); received ${names.length}`);
   const hosts = new Map<string, HostConfig>();
   const byRelay = new Map<string, string>();
   const byNamespace = new Map<string, string>();
