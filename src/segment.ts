@@ -185,8 +185,11 @@ export class Segment {
     if (length % WORD !== 0) {
       throw new BusError('ERR_SHMBUS_NOT_A_SEGMENT', `${where} is ${length} bytes, not a whole number of 32-bit words: not a shmbus segment`);
     }
-    // A file sized but not yet written by its creator reads as zeros: not ready yet, not foreign.
-    if (u32[MAGIC_OFFSET / WORD] === 0 && Atomics.load(u32, VERSION_OFFSET / WORD) === 0 && u32[KIND_OFFSET / WORD] === 0) return false;
+    // A creator between its ftruncate and its version store: magic and kind are each either still
+    // zero or already right (two plain stores, seen in any order). Not ready yet, not foreign.
+    const magic = u32[MAGIC_OFFSET / WORD];
+    const foundKindEarly = u32[KIND_OFFSET / WORD];
+    if (Atomics.load(u32, VERSION_OFFSET / WORD) === 0 && (magic === 0 || magic === SEGMENT_MAGIC) && (foundKindEarly === 0 || foundKindEarly === kind) && (magic === 0 || foundKindEarly === 0)) return false;
     if (length > MAX_SEGMENT_LENGTH) {
       throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${where} is ${length} bytes; segments are at most ${MAX_SEGMENT_LENGTH}`);
     }
