@@ -36,12 +36,24 @@ export interface RoleArgs {
   producers?: number;
   /** Frames per send call (1 = one frame per send). */
   batch?: number;
+  /** Stream sockets (uds.ts): 'uds' (default, at `path`) or 'tcp' (127.0.0.1; the server picks the port and reports it in its ready message). */
+  transport?: 'uds' | 'tcp';
   /** UDS: socket path. */
   path?: string;
+  /** TCP: the server's port (set by the runner from the server's ready message). */
+  port?: number;
   /** shmbus: namespace, inbox geometry. */
   namespace?: string;
   slotSize?: number;
   capacity?: number;
+  /** Relay rows (relay.ts): own endpoint name, the address to send to (`name@host`). */
+  name?: string;
+  to?: string;
+  /** Relay rows: what the receiver does when its inbox is empty: 'spin' (busy recvBatch) or 'park' (wait on its doorbell). */
+  idle?: 'spin' | 'park';
+  /** Backlog row: frames the sender pushes, ms the receiver waits before it starts reading. */
+  frames?: number;
+  stallMs?: number;
   /** Give up after this many ms from start (busy loops cannot hear the runner go away). */
   limitMs?: number;
 }

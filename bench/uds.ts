@@ -1,9 +1,16 @@
 /**
- * Baseline: Node.js Unix-domain stream sockets between processes.
+ * Baselines: Node.js stream sockets between processes, Unix-domain (the
+ * default) or TCP on loopback (`transport: 'tcp'`), with the same code, the
+ * same framing and the same batching for both.
  *
  * Framing: u32 LE payload length, then the payload (see common.ts for the
  * payload layout). The receiver parses every frame, including frames split
  * across reads, and checks each one.
+ *
+ * TCP: the server listens on 127.0.0.1 port 0 and reports the port in its
+ * ready message (the runner passes it to the clients); both ends set
+ * TCP_NODELAY, as the transit relay does on its peer connections, so one
+ * socket.write is one segment on the wire.
  *
  * Roles (spawned by run.ts, one process each):
  *   sink      listens; counts and checks frames from `producers` connections
@@ -11,7 +18,7 @@
  *   echo      listens; writes every frame back
  *   ping      connects; one frame out, waits for it to come back, repeat
  */
-import { createConnection, createServer, type Socket } from 'node:net';
+import { createConnection, createServer, type AddressInfo, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import {
   KIND_END,
@@ -74,20 +81,38 @@ class FrameParser {
   }
 }
 
-function listen(path: string, onConnection: (socket: Socket) => void): Promise<ReturnType<typeof createServer>> {
-  rmSync(path, { force: true });
-  const server = createServer(onConnection);
+const LOOPBACK = '127.0.0.1';
+
+function isTcp(args: RoleArgs): boolean {
+  return args.transport === 'tcp';
+}
+
+/** Listen on the UDS path or on a TCP loopback port; resolves with the server and the ready message to send. */
+function listen(args: RoleArgs, onConnection: (socket: Socket) => void): Promise<{ server: ReturnType<typeof createServer>; ready: object }> {
+  const tcp = isTcp(args);
+  if (!tcp) rmSync(args.path!, { force: true });
+  const server = createServer((socket) => {
+    if (tcp) socket.setNoDelay(true);
+    onConnection(socket);
+  });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve(server));
+    const done = () => resolve({ server, ready: tcp ? { type: 'ready', port: (server.address() as AddressInfo).port } : { type: 'ready' } });
+    if (tcp) server.listen(0, LOOPBACK, done);
+    else server.listen(args.path!, done);
   });
 }
 
-function connect(path: string): Promise<Socket> {
+function connect(args: RoleArgs): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = createConnection(path, () => resolve(socket));
+    const socket = isTcp(args) ? createConnection({ host: LOOPBACK, port: args.port! }, () => resolve(socket)) : createConnection(args.path!, () => resolve(socket));
+    if (isTcp(args)) socket.setNoDelay(true);
     socket.once('error', reject);
   });
+}
+
+function removeSocketFile(args: RoleArgs): void {
+  if (!isTcp(args)) rmSync(args.path!, { force: true });
 }
 
 /** Throughput receiver: `producers` connections into one process. */
@@ -100,7 +125,7 @@ async function sink(args: RoleArgs): Promise<void> {
     finish = resolve;
     fail = reject;
   });
-  const server = await listen(args.path!, (socket) => {
+  const { server, ready } = await listen(args, (socket) => {
     const parser = new FrameParser(args.size, (bytes, offset, length) => checker.frame(bytes, offset, length));
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -112,18 +137,18 @@ async function sink(args: RoleArgs): Promise<void> {
     });
     socket.on('error', fail);
   });
-  await tell({ type: 'ready' });
+  await tell(ready);
   await finished;
   server.close();
   const result = checker.result();
   if (checker.errors > 0) throw new Error(`sink: ${checker.errors} error(s); first: ${checker.firstError}`);
   await tell(result);
-  rmSync(args.path!, { force: true });
+  removeSocketFile(args);
 }
 
 /** Throughput sender: `batch` frames per write, a new buffer per write (the socket may still hold the last one). */
 async function source(args: RoleArgs): Promise<void> {
-  const socket = await connect(args.path!);
+  const socket = await connect(args);
   const size = args.size;
   const batch = args.batch ?? 1;
   const id = args.id ?? 0;
@@ -175,7 +200,7 @@ async function echo(args: RoleArgs): Promise<void> {
     finish = resolve;
     fail = reject;
   });
-  const server = await listen(args.path!, (socket) => {
+  const { server, ready } = await listen(args, (socket) => {
     let expected = 0;
     const parser = new FrameParser(args.size, (bytes, offset, length) => {
       const seq = readSeq(bytes, offset);
@@ -196,16 +221,16 @@ async function echo(args: RoleArgs): Promise<void> {
     socket.on('error', fail);
     socket.on('end', () => socket.end());
   });
-  await tell({ type: 'ready' });
+  await tell(ready);
   await finished;
   server.close();
   await tell({ type: 'done', sent: echoed, errors });
-  rmSync(args.path!, { force: true });
+  removeSocketFile(args);
 }
 
 /** Ping-pong client: measures each round trip. */
 async function ping(args: RoleArgs): Promise<void> {
-  const socket = await connect(args.path!);
+  const socket = await connect(args);
   const size = args.size;
   const template = Buffer.alloc(HEADER + size);
   template.writeUInt32LE(size, 0);

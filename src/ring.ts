@@ -133,6 +133,8 @@ export interface ConsumerOptions {
 }
 
 const DEFAULT_STUCK_CHECK_EVERY = 16;
+/** poll() publishes its head every 64 positions as well as at its end. */
+const HEAD_PUBLISH_MASK = 63;
 /** A claimed slot must stay uncommitted this long before its claimant's liveness is checked. */
 const LIVENESS_CHECK_AFTER_MS = 1;
 
@@ -576,6 +578,10 @@ export class FrameRing {
           // SYNC POINT: slot release (free for the position one lap ahead).
           Atomics.store(i32, base, (head + capacity) | 0);
           head = (head + 1) | 0;
+          // Batch claimers size their claims from the published head: keep it
+          // close behind during a long poll instead of only at its end.
+          // SYNC POINT: head published (release).
+          if ((head & HEAD_PUBLISH_MASK) === 0) Atomics.store(i32, INBOX_HEAD_OFFSET / WORD, head);
         }
       }
     } finally {
