@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include "doorbell.h"
 #include "segment.h"
 #include "wait.h"
 
@@ -20,6 +21,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("futexWake", Napi::Function::New(env, shmbus::FutexWake, "futexWake"));
   exports.Set("createWaiter", Napi::Function::New(env, shmbus::CreateWaiter, "createWaiter"));
   exports.Set("processStartTime", Napi::Function::New(env, shmbus::ProcessStartTime, "processStartTime"));
+  exports.Set("udpDoorbell", Napi::Function::New(env, shmbus::UdpDoorbell, "udpDoorbell"));
   return exports;
 }
 

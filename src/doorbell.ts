@@ -7,7 +7,6 @@
  *  - DOORBELL_UDP: one datagram to 127.0.0.1:<port> (the relay's inbox, whose
  *    event loop already waits on sockets).
  */
-import { createSocket, type Socket } from 'node:dgram';
 import { debuglog } from 'node:util';
 import native, { WaitResult, type NativeWaiter } from './native';
 import { fromNative } from './errors';
@@ -17,22 +16,8 @@ const debug = debuglog('shmbus');
 
 /** The one-byte datagram a UDP doorbell carries (0x44, "D"). The relay counts any other datagram as garbage and ignores it. */
 export const UDP_DOORBELL_DATAGRAM = new Uint8Array([0x44]);
-const LOOPBACK = '127.0.0.1';
 
-let udpSocket: Socket | null = null;
 let udpErrors = 0;
-
-function sharedUdpSocket(): Socket {
-  if (udpSocket === null) {
-    udpSocket = createSocket('udp4');
-    udpSocket.on('error', (err) => {
-      udpErrors++;
-      debug('udp doorbell socket error: %s', err.message);
-    });
-    udpSocket.unref();
-  }
-  return udpSocket;
-}
 
 /** Doorbell datagrams that could not be sent (reported in Bus.stats). */
 export function udpDoorbellErrors(): number {
@@ -44,12 +29,14 @@ export function ring(kind: number, buffer: ArrayBuffer, port: number): void {
   if (kind === DOORBELL_FUTEX) {
     native.futexWake(buffer, INBOX_PARKED_OFFSET, 1);
   } else if (kind === DOORBELL_UDP) {
-    sharedUdpSocket().send(UDP_DOORBELL_DATAGRAM, port, LOOPBACK, (err) => {
-      if (err) {
-        udpErrors++;
-        debug('udp doorbell to port %d failed: %s', port, err.message);
-      }
-    });
+    // Synchronous sendto: the bell must ring now, even if the caller keeps the event loop busy.
+    let sent = false;
+    try {
+      sent = native.udpDoorbell(port, UDP_DOORBELL_DATAGRAM[0]!);
+    } catch (err) {
+      debug('udp doorbell to port %d failed: %s', port, (err as Error).message);
+    }
+    if (!sent) udpErrors++;
   }
 }
 

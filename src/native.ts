@@ -85,6 +85,13 @@ export interface NativeBinding {
    * times of a reused pid differ).
    */
   processStartTime(pid: number): number;
+  /**
+   * `sendto()` one datagram holding `byte` to 127.0.0.1:`port`, now (not from
+   * a later tick as node:dgram does), from a per-process non-blocking UDP
+   * socket. False if the kernel refused it for now (EAGAIN, ENOBUFS,
+   * ECONNREFUSED); other errors throw (syscall `sendto` or `socket`).
+   */
+  udpDoorbell(port: number, byte: number): boolean;
 }
 
 import { existsSync } from 'node:fs';

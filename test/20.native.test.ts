@@ -614,4 +614,25 @@ test('processStartTime rejects what is not a positive integer', () => {
   }
 });
 
+test('udpDoorbell sends one datagram to the loopback port now, before the caller yields', async () => {
+  const { createSocket } = await import('node:dgram');
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  try {
+    const port = socket.address().port;
+    const got = new Promise<Buffer>((resolve) => socket.once('message', (msg) => resolve(msg)));
+    assert.is(native.udpDoorbell(port, 0x44), true);
+    // Busy for 50 ms without yielding: a dgram send would still be waiting in its next tick.
+    const until = Date.now() + 50;
+    while (Date.now() < until);
+    const msg = await Promise.race([got, new Promise<Buffer>((_, reject) => setTimeout(() => reject(new Error('no datagram within 5 s')), 5000))]);
+    assert.equal([...msg], [0x44]);
+    assert.throws(() => native.udpDoorbell(0, 1), RangeError);
+    assert.throws(() => native.udpDoorbell(70000, 1), RangeError);
+    assert.throws(() => native.udpDoorbell(port, 256), RangeError);
+  } finally {
+    socket.close();
+  }
+});
+
 test.run();
