@@ -120,7 +120,7 @@ export interface Limits {
   readonly backoffMaxMs: number;
   /** Frames per DATA message. */
   readonly batchFrames: number;
-  /** A connection holding unacked frames that receives no ACK for this long is closed and its frames resent (ms). */
+  /** A connection holding unacked frames that receives no ACK for this long is closed and its frames resent (ms); more than ttlMs. */
   readonly ackTimeoutMs: number;
   /** Largest relay message (bytes). */
   readonly maxMessageBytes: number;
@@ -146,7 +146,7 @@ export const LIMIT_RANGES: Readonly<Record<keyof Limits, LimitRange>> = Object.f
   backoffInitialMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 50 }),
   backoffMaxMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 5000 }),
   batchFrames: Object.freeze({ kind: 'integer', min: 1, max: 65535, default: 256 }),
-  ackTimeoutMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 10_000 }),
+  ackTimeoutMs: Object.freeze({ kind: 'durationMs', min: 2, max: 172_800_000, default: 40_000 }),
   maxMessageBytes: Object.freeze({ kind: 'integer', min: 64 * KIB, max: 256 * MIB, default: 16 * MIB }),
 } satisfies Record<keyof Limits, LimitRange>);
 
@@ -481,6 +481,11 @@ function limitsOf(value: unknown): Limits {
       range.kind === 'durationMs'
         ? viaOption((x, option) => validateDurationMs(x, option, range.min, range.max), v, field)
         : validateInteger(v, field, range.min, range.max);
+  }
+  // Every frame a live peer holds is acked by the TTL at the latest (delivered or expired), so an
+  // ack timeout longer than the TTL only ever fires on a link that is really gone.
+  if (limits.ackTimeoutMs <= limits.ttlMs) {
+    throw fail('limits.ackTimeoutMs', 'limits.ackTimeoutMs', `more than limits.ttlMs (${limits.ttlMs}): a live peer may hold a frame unacked for the whole TTL`, limits.ackTimeoutMs);
   }
   if (limits.backoffInitialMs > limits.backoffMaxMs) {
     throw fail('limits.backoffInitialMs', 'limits.backoffInitialMs', `at most limits.backoffMaxMs (${limits.backoffMaxMs})`, limits.backoffInitialMs);

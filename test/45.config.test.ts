@@ -95,7 +95,7 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
     backoffInitialMs: 50,
     backoffMaxMs: 5000,
     batchFrames: 256,
-    ackTimeoutMs: 10000,
+    ackTimeoutMs: 40000,
     maxMessageBytes: 16 * MIB,
   });
   assert.equal({ ...config.self, relay: { ...config.self.relay } }, {
@@ -241,19 +241,27 @@ valid('accepts every limit at both ends of its range', () => {
     ['handshakeTimeoutMs', 1, 3_600_000],
     ['idleTimeoutMs', 1, 3_600_000],
     ['batchFrames', 1, 65535],
-    ['ackTimeoutMs', 1, 3_600_000],
+    ['ackTimeoutMs', 2, 172_800_000],
     ['maxMessageBytes', 64 * KIB, 256 * MIB],
   ];
   for (const [key, min, max] of bounds) {
     for (const value of [min, max]) {
       const raw = minimal();
-      raw.limits = { [key]: value };
+      // ackTimeoutMs must exceed ttlMs: move the other one out of the way.
+      raw.limits = { ...(key === 'ttlMs' ? { ackTimeoutMs: 172_800_000 } : key === 'ackTimeoutMs' ? { ttlMs: 1 } : {}), [key]: value };
       assert.is((validate(raw).limits as unknown as Record<string, number>)[key], value);
     }
   }
   const raw = minimal();
   raw.limits = { backoffInitialMs: 1000, backoffMaxMs: 1000 };
   assert.is(validate(raw).limits.backoffMaxMs, 1000);
+});
+
+valid('refuses an ack timeout not longer than the TTL (a live peer may hold a frame that long)', () => {
+  write('cluster.secret', SECRET);
+  const raw = minimal();
+  raw.limits = { ttlMs: 5000, ackTimeoutMs: 5000 };
+  assert.is(refused(() => validate(raw)).field, 'limits.ackTimeoutMs');
 });
 
 valid('shows the secret and the TLS key redacted in JSON and inspect output', () => {
@@ -362,7 +370,7 @@ const LIMIT_OUT_OF_RANGE: Array<[string, unknown]> = [
   ['backoffInitialMs', 0],
   ['backoffMaxMs', 0], ['backoffMaxMs', 3_600_001],
   ['batchFrames', 0], ['batchFrames', 65536],
-  ['ackTimeoutMs', 0], ['ackTimeoutMs', 3_600_001],
+  ['ackTimeoutMs', 1], ['ackTimeoutMs', 172_800_001],
   ['maxMessageBytes', 64 * KIB - 1], ['maxMessageBytes', 256 * MIB + 1],
 ];
 for (const [key, value] of LIMIT_OUT_OF_RANGE) {

@@ -164,7 +164,7 @@ async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record
     await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
     proxy = { server, sockets, port };
   }
-  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
   betaPort = cluster.port('beta');
   try {
     const relays: Record<string, RelayT> = { alpha: await cluster.start('alpha'), beta: await cluster.start('beta') };

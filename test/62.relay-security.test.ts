@@ -206,7 +206,7 @@ auth('refuses DATA before the handshake completes with UNEXPECTED; nothing reach
 });
 
 auth('a relay with another secret delivers nothing; restarted with the right one, the waiting frame arrives', async () => {
-  const cluster = await makeCluster(['alpha', 'beta'], { secret: newSecret(), limits: { ttlMs: 60_000 } });
+  const cluster = await makeCluster(['alpha', 'beta'], { secret: newSecret(), limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 } });
   const rb = await cluster.start('beta');
   const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir });
   const otherSecret = join(cluster.folder, 'other.secret');
@@ -649,7 +649,7 @@ const shutdown = suite('relay: shutdown');
 shutdown.after.each(cleanupAll);
 
 shutdown('SIGTERM drains frames in flight, exits 0 with a clean stop, and leaves no relay files', async () => {
-  const cluster = await makeCluster(['alpha', 'beta'], { secret: newSecret(), limits: { ttlMs: 60_000 } });
+  const cluster = await makeCluster(['alpha', 'beta'], { secret: newSecret(), limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 } });
   const [ra, rb] = await Promise.all([cluster.start('alpha', ['--drain-timeout-ms', '30000']), cluster.start('beta')]);
   const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
   const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir, capacity: 4 });

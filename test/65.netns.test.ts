@@ -129,7 +129,7 @@ if (!availability.ok) {
     const [ipAlpha, ipBeta] = pair.addr;
     const cluster = writeNetnsCluster(
       { alpha: { relay: `${ipAlpha}:${PORT}`, inboxCapacity: ALPHA_RING }, beta: { relay: `${ipBeta}:${PORT}` } },
-      { ttlMs: 60_000, connectTimeoutMs: 1000, handshakeTimeoutMs: 1000, backoffInitialMs: 20, backoffMaxMs: 200 },
+      { ttlMs: 60_000, ackTimeoutMs: 70_000, connectTimeoutMs: 1000, handshakeTimeoutMs: 1000, backoffInitialMs: 20, backoffMaxMs: 200 },
     );
     const [alpha, beta] = await Promise.all([startRelayIn(pair, nsAlpha, 'alpha', cluster.configPath), startRelayIn(pair, nsBeta, 'beta', cluster.configPath)]);
     assert.is(alpha.events('start')[0]!.listen, `${ipAlpha}:${PORT}`);
