@@ -55,7 +55,13 @@ export function sequenceAtOrBefore(a: number, b: number): boolean {
 
 export class DedupTable {
   private readonly u32: Uint32Array;
+  /** Table slot by fingerprint key (what survives a restart). */
   private readonly index = new Map<string, number>();
+  /** Table slot by the caller's stream key (a cache in front of `index`, no fingerprint per frame). */
+  private readonly streams = new Map<string, number>();
+  /** Seconds since this process started (+1), refreshed by a timer rather than read per frame. */
+  private nowSec = 1;
+  private readonly clock: NodeJS.Timeout;
   private readonly entryCount: number;
   private readonly startedSec = Math.floor(Date.now() / 1000);
   evictions = 0;
@@ -63,6 +69,10 @@ export class DedupTable {
   private constructor(private readonly segment: Segment) {
     this.u32 = segment.u32;
     this.entryCount = this.u32[DEDUP_ENTRY_COUNT_OFFSET / WORD]!;
+    this.clock = setInterval(() => {
+      this.nowSec = Math.floor(Date.now() / 1000) - this.startedSec + 1;
+    }, 1000);
+    this.clock.unref();
     for (let i = 0; i < this.entryCount; i++) {
       const base = this.base(i);
       if (this.u32[base + DEDUP_USED_OFFSET / WORD] === 0) continue;
@@ -109,24 +119,28 @@ export class DedupTable {
 
   /**
    * Was frame `sequence` of this (source, destination) already delivered?
-   * Returns the table slot to pass to {@link delivered}, or -1 if it is a duplicate.
+   * `stream` is the caller's key for the pair (any string naming exactly that
+   * source host, index, generation and destination). Returns the table slot to
+   * pass to {@link delivered}, or -1 if it is a duplicate.
    */
-  check(sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string, sequence: number): number {
-    const fp = fingerprint(destination);
-    const key = DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fp);
-    const slot = this.index.get(key);
-    if (slot !== undefined) {
-      const last = this.u32[this.base(slot) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
-      return sequenceAtOrBefore(sequence, last) ? -1 : slot;
+  check(stream: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string, sequence: number): number {
+    let slot = this.streams.get(stream);
+    if (slot === undefined) {
+      const fp = fingerprint(destination);
+      const key = DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fp);
+      slot = this.index.get(key) ?? this.insert(key, sourceHost, sourceIndex, sourceGeneration, fp, (sequence - 1) >>> 0);
+      if (this.streams.size >= this.entryCount) this.streams.clear();
+      this.streams.set(stream, slot);
     }
-    return this.insert(key, sourceHost, sourceIndex, sourceGeneration, fp, (sequence - 1) >>> 0);
+    const last = this.u32[this.base(slot) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
+    return sequenceAtOrBefore(sequence, last) ? -1 : slot;
   }
 
   /** Record that `sequence` was committed into the target inbox. */
   delivered(slot: number, sequence: number): void {
     const base = this.base(slot);
     this.u32[base + DEDUP_LAST_SEQUENCE_OFFSET / WORD] = sequence;
-    this.u32[base + DEDUP_TOUCHED_OFFSET / WORD] = Math.floor(Date.now() / 1000) - this.startedSec + 1;
+    this.u32[base + DEDUP_TOUCHED_OFFSET / WORD] = this.nowSec;
   }
 
   private insert(key: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, fp: [number, number], last: number): number {
@@ -152,6 +166,7 @@ export class DedupTable {
     if (u[base + DEDUP_USED_OFFSET / WORD] !== 0) {
       // Evict the least recently used entry of the probe window: only frames still unacked could need it.
       this.index.delete(this.keyAt(base));
+      this.streams.clear();
       this.evictions++;
       u[base + DEDUP_USED_OFFSET / WORD] = 0;
     }
@@ -161,7 +176,7 @@ export class DedupTable {
     u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD] = fp[0];
     u[base + DEDUP_DESTINATION_HASH_OFFSET / WORD + 1] = fp[1];
     u[base + DEDUP_LAST_SEQUENCE_OFFSET / WORD] = last;
-    u[base + DEDUP_TOUCHED_OFFSET / WORD] = Math.floor(Date.now() / 1000) - this.startedSec + 1;
+    u[base + DEDUP_TOUCHED_OFFSET / WORD] = this.nowSec;
     u[base + DEDUP_USED_OFFSET / WORD] = 1;
     this.index.set(key, victim);
     return victim;
@@ -169,6 +184,7 @@ export class DedupTable {
 
   /** Unmap; with `remove`, delete the file (a clean shutdown with nothing in flight). */
   close(remove: boolean): void {
+    clearInterval(this.clock);
     if (remove) this.segment.unlink();
     this.segment.unmap();
   }

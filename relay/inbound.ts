@@ -100,7 +100,7 @@ export class Inbound {
     const key = `${frame.sourceHost}:${frame.sourceIndex}:${frame.sourceGeneration}>${frame.destination}`;
     const queue = this.queues.get(key);
     if (queue === undefined) {
-      const result = this.tryDeliver(frame);
+      const result = this.tryDeliver(key, frame);
       if (result >= 0) {
         ack(result);
         return;
@@ -117,8 +117,8 @@ export class Inbound {
   }
 
   /** Returns the ACK status if the frame is done with, or -1 if it must wait. */
-  private tryDeliver(frame: InboundFrame): number {
-    const slot = this.dedup.check(frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.destination, frame.sequence);
+  private tryDeliver(key: string, frame: InboundFrame): number {
+    const slot = this.dedup.check(key, frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.destination, frame.sequence);
     if (slot < 0) {
       this.counters.duplicates++;
       return ACK_DUPLICATE;
@@ -156,7 +156,7 @@ export class Inbound {
       while (queue.length > 0) {
         const head = queue[0]!;
         this.counters.retries++;
-        const result = this.tryDeliver(head.frame);
+        const result = this.tryDeliver(key, head.frame);
         if (result < 0) {
           if (now - head.since < this.limits.ttlMs) {
             head.unknown = !this.endpoint.hasTarget(head.frame.destination);

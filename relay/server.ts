@@ -20,6 +20,7 @@ import type { FrameView } from '../src/ring';
 import { Connection } from './connection';
 import { DedupTable } from './dedup';
 import { RelayEndpoint } from './endpoint';
+import { AddressCache } from './addresses';
 import { Inbound, type InboundFrame } from './inbound';
 import { newPeerCounters, serveMetrics, type ConnectionSnapshot, type PeerCounters, type RelaySnapshot } from './metrics';
 import { PeerLink } from './pool';
@@ -72,6 +73,12 @@ export class TransitServer {
   private readonly inboundStates = new Map<Connection, InboundState>();
   private readonly writer: DataBatchWriter;
   private readonly names = new Map<number, { generation: number; name: string }>();
+  private readonly addresses = new AddressCache();
+  /** Per outbound ring slot: the destination endpoint name and the source name of the frame in it. */
+  private destinations: string[] = [];
+  private sources: string[] = [];
+  /** `name@peer` strings of remote sources, per peer, so a frame does not build one. */
+  private readonly sourceAddresses = new Map<string, Map<string, string>>();
   private readonly global = {
     outboundFrames: 0,
     localDeliveries: 0,
@@ -129,6 +136,8 @@ export class TransitServer {
     );
     this.dedup = DedupTable.open(self.dir, self.namespace, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_MODE);
     this.inbound = new Inbound(this.endpoint, this.dedup, limits, (full) => this.pressure(full));
+    this.destinations = new Array<string>(this.endpoint.ring.capacity).fill('');
+    this.sources = new Array<string>(this.endpoint.ring.capacity).fill('');
     for (const peer of this.config.peers) {
       this.links.set(
         peer.name,
@@ -196,21 +205,22 @@ export class TransitServer {
       this.endpoint.ring.release(position);
       return;
     }
-    const address = view.address;
-    const at = address.lastIndexOf('@');
-    const host = address.slice(at + 1);
-    const name = address.slice(0, at);
-    if (host === this.config.self.name) {
-      this.deliverLocally(view, position, name);
+    const address = this.addresses.decode(view.bytes, view.addressOffset, view.addressLength);
+    if (address.host === this.config.self.name) {
+      this.deliverLocally(view, position, address.name);
       return;
     }
-    const link = this.links.get(host);
-    if (link === undefined || at <= 0) {
+    const link = this.links.get(address.host);
+    if (link === undefined || address.name.length === 0) {
       this.global.unknownHost++;
-      this.undeliverable(view.sourceIndex, view.sourceGeneration, NOTICE_REASON_UNKNOWN_HOST, view.sequence, address);
+      this.undeliverable(view.sourceIndex, view.sourceGeneration, NOTICE_REASON_UNKNOWN_HOST, view.sequence, address.address);
       this.endpoint.ring.release(position);
       return;
     }
+    // Remember the decoded destination and source names for when the frame is sent (and resent).
+    const slot = position & this.endpoint.ring.mask;
+    this.destinations[slot] = address.name;
+    this.sources[slot] = this.localName(view.sourceIndex, view.sourceGeneration);
     link.enqueue(position, view.sourceIndex);
   };
 
@@ -227,7 +237,7 @@ export class TransitServer {
       payload: view.bytes.subarray(view.payloadOffset, view.payloadOffset + view.length),
     };
     const { sourceIndex, sourceGeneration, sequence } = view;
-    const address = view.address;
+    const address = this.addresses.decode(view.bytes, view.addressOffset, view.addressLength).address;
     this.global.localDeliveries++;
     this.inbound.submit(
       frame,
@@ -253,9 +263,8 @@ export class TransitServer {
   private appendFrame(position: number, writer: DataBatchWriter): 'ok' | 'full' | 'gone' {
     const view = this.endpoint.ring.viewAt(position);
     if (view === null) return 'gone';
-    const address = view.address;
-    const name = address.slice(0, address.lastIndexOf('@'));
-    const ok = writer.append(position >>> 0, view.sourceIndex, view.sourceGeneration, view.sequence, 0, this.localName(view.sourceIndex, view.sourceGeneration), name, view.bytes, view.payloadOffset, view.length);
+    const slot = position & this.endpoint.ring.mask;
+    const ok = writer.append(position >>> 0, view.sourceIndex, view.sourceGeneration, view.sequence, 0, this.sources[slot]!, this.destinations[slot]!, view.bytes, view.payloadOffset, view.length);
     return ok ? 'ok' : 'full';
   }
 
@@ -356,16 +365,27 @@ export class TransitServer {
     const peer = conn.peer!;
     const counters = this.peerCounters.get(peer)!;
     const hostId = this.config.hostId(peer);
+    let addresses = this.sourceAddresses.get(peer);
+    if (addresses === undefined) {
+      addresses = new Map();
+      this.sourceAddresses.set(peer, addresses);
+    }
     counters.batchesIn++;
     for (const f of frames) {
       counters.framesIn++;
       counters.bytesIn += f.payload.length;
       conn.framesIn++;
       const frameId = f.frameId;
+      let sourceAddress = addresses.get(f.sourceName);
+      if (sourceAddress === undefined) {
+        sourceAddress = `${f.sourceName}@${peer}`;
+        if (addresses.size > 65536) addresses.clear();
+        addresses.set(f.sourceName, sourceAddress);
+      }
       this.inbound.submit(
         {
           sourceHost: hostId,
-          sourceAddress: `${f.sourceName}@${peer}`,
+          sourceAddress,
           sourceIndex: f.sourceIndex,
           sourceGeneration: f.sourceGeneration,
           sequence: f.sequence,
