@@ -39,7 +39,7 @@ import {
   directorySegmentLength,
   entryOffset,
 } from './layout';
-import { Segment, isProcessAlive, processStartTime, unlinkQuiet } from './segment';
+import { Segment, isProcessAlive, processStartTime, sleepSync, unlinkQuiet } from './segment';
 
 const WORD = 4;
 /** Spins before a reader of an entry being written starts to check the clock and sleep. */
@@ -83,10 +83,6 @@ export interface DirectoryOptions {
   readonly mode: number;
   /** How long to wait for a live lock holder. */
   readonly lockTimeoutMs: number;
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export class Directory {

@@ -76,8 +76,11 @@ export function isProcessAlive(pid: number, startTime = 0): boolean {
   return startTime === 0 || now === startTime;
 }
 
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+const sleepCell = new Int32Array(new SharedArrayBuffer(4));
+
+/** Block this thread for `ms` (slow paths only: waiting for a creator or a lock holder). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(sleepCell, 0, 0, ms);
 }
 
 export class Segment {
