@@ -62,6 +62,8 @@ export class Inbound {
   private readonly queues = new Map<string, Waiting[]>();
   private pendingFrames = 0;
   private pendingBytes = 0;
+  /** Frames pending per source host id. */
+  private readonly pendingByHost = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
   private retryMs = RETRY_MIN_MS;
   private closed = false;
@@ -79,6 +81,11 @@ export class Inbound {
 
   get pending(): { frames: number; bytes: number } {
     return { frames: this.pendingFrames, bytes: this.pendingBytes };
+  }
+
+  /** Frames pending from source host `hostId`. */
+  pendingFrom(hostId: number): number {
+    return this.pendingByHost.get(hostId) ?? 0;
   }
 
   /** True while pending is at a bound: callers should stop accepting more. */
@@ -112,6 +119,7 @@ export class Inbound {
     else queue.push(waiting);
     this.pendingFrames++;
     this.pendingBytes += held.payload.length;
+    this.pendingByHost.set(held.sourceHost, (this.pendingByHost.get(held.sourceHost) ?? 0) + 1);
     if (this.full) this.onPressure(true);
     this.schedule(RETRY_MIN_MS);
   }
@@ -182,6 +190,7 @@ export class Inbound {
     const w = queue.shift()!;
     this.pendingFrames--;
     this.pendingBytes -= w.frame.payload.length;
+    this.pendingByHost.set(w.frame.sourceHost, (this.pendingByHost.get(w.frame.sourceHost) ?? 1) - 1);
   }
 
   /** Stop retrying. Waiting frames are not acked: their senders keep them and resend after a restart. */

@@ -439,7 +439,8 @@ export class TransitServer {
       const out = link?.outstanding ?? { queued: 0, unacked: 0, connections: 0 };
       let inbound = 0;
       for (const c of this.connections) if (c.direction === 'in' && c.peer === name) inbound++;
-      peers[name] = { ...counters, pending: 0, unacked: out.unacked, queued: out.queued, connections: out.connections + inbound };
+      const pending = this.inbound?.pendingFrom(this.config.hostId(name)) ?? 0;
+      peers[name] = { ...counters, pending, unacked: out.unacked, queued: out.queued, connections: out.connections + inbound };
     }
     const connections: ConnectionSnapshot[] = [];
     for (const c of this.connections) {

@@ -81,6 +81,7 @@ basic('a target that appears within the TTL receives the frames that waited for 
   const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
   for (let i = 0; i < 3; i++) assert.ok(a1.send('late@beta', bytes(`w${i}`)));
   await untilMetrics(rb, (m) => m.global.pendingFrames === 3, 'three frames pending on beta');
+  assert.is((await rb.metrics()).peers.alpha!.pending, 3, 'counted against the peer they came from');
   const late = await Bus.open({ name: 'late', namespace: cluster.ns('beta'), dir: cluster.dir });
   const got = [await nextFrame(late), await nextFrame(late), await nextFrame(late)].map((f) => text(f.payload));
   assert.equal(got, ['w0', 'w1', 'w2']);
