@@ -37,7 +37,7 @@ import {
   inboxSegmentLength,
 } from './layout';
 import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
-import { FrameRing, FrameView, OFFER_FULL, OFFER_OK_RING, addU64, encodeAddressPrefix, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './ring';
+import { FrameRing, FrameView, OFFER_FULL, OFFER_OK, OFFER_OK_RING, addU64, encodeAddressPrefix, readInboxCounters, type FrameHandler, type InboxCounters, type OfferResult, type ProducerStamp } from './ring';
 import { Routes, type Route } from './routes';
 import { Segment, isProcessAlive, unlinkQuiet } from './segment';
 
@@ -203,10 +203,7 @@ export class Bus extends EventEmitter {
     if (payload.length > route.ring.maxPayload) throw this.tooLarge(route, payload.length);
     const result = route.ring.offer(this.stamp, route.entry.index, this.sequence, payload);
     if (result === OFFER_FULL) return this.refused(route, 1);
-    this.sequence = (this.sequence + 1) >>> 0;
-    addU64(this.segment.u32, INBOX_SENT_OFFSET, 1);
-    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
-    return true;
+    return this.sent(route, result, 1);
   }
 
   /**
@@ -231,11 +228,8 @@ export class Bus extends EventEmitter {
       ring.write((first + k) | 0, this.stamp, route.entry.index, (this.sequence + k) >>> 0, payloads[start + k]!);
       ring.commitQuiet((first + k) | 0);
     }
-    const mustRing = ring.takeBell();
-    this.sequence = (this.sequence + claimed) >>> 0;
-    addU64(this.segment.u32, INBOX_SENT_OFFSET, claimed);
+    this.sent(route, ring.takeBell() ? OFFER_OK_RING : OFFER_OK, claimed);
     if (claimed < count) this.refused(route, count - claimed);
-    if (mustRing) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     return claimed;
   }
 
@@ -256,12 +250,7 @@ export class Bus extends EventEmitter {
     let delayMs = 0;
     for (;;) {
       const result = route.ring.offer(this.stamp, route.entry.index, this.sequence, payload);
-      if (result !== OFFER_FULL) {
-        this.sequence = (this.sequence + 1) >>> 0;
-        addU64(this.segment.u32, INBOX_SENT_OFFSET, 1);
-        if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
-        return true;
-      }
+      if (result !== OFFER_FULL) return this.sent(route, result, 1);
       const remaining = deadline - performance.now();
       if (remaining <= 0) return this.refused(route, 1);
       if (delayMs === 0) await yieldToLoop();
@@ -280,9 +269,14 @@ export class Bus extends EventEmitter {
    * {@link sendToRemote}). Same back-pressure contract: false = not sent.
    */
   send(address: string, payload: Uint8Array): boolean {
-    const at = typeof address === 'string' ? address.indexOf('@') : -1;
-    if (at < 0) return this.sendToLocal(address, payload);
-    return this.sendToRemote(address.slice(at + 1), address.slice(0, at), payload);
+    if (typeof address === 'string') {
+      // A remote address sent to before: its encoded prefix is cached under the whole address.
+      const prefix = this.prefixes.get(address);
+      if (prefix !== undefined) return this.sendThroughRelay(address, prefix, payload);
+      const at = address.indexOf('@');
+      if (at >= 0) return this.sendToRemote(address.slice(at + 1), address.slice(0, at), payload);
+    }
+    return this.sendToLocal(address, payload);
   }
 
   /**
@@ -305,6 +299,11 @@ export class Bus extends EventEmitter {
       prefix = encodeAddressPrefix(address);
       this.prefixes.set(address, prefix);
     }
+    return this.sendThroughRelay(address, prefix, payload);
+  }
+
+  /** Write one outbound frame (address prefix + payload) into the relay's inbox. */
+  private sendThroughRelay(address: string, prefix: Uint8Array, payload: Uint8Array): boolean {
     const route = this.relayRoute();
     const ring = route.ring;
     if (payload.length + prefix.length > ring.maxPayload) {
@@ -313,9 +312,13 @@ export class Bus extends EventEmitter {
     const position = ring.claim();
     if (position === -1) return this.refused(route, 1);
     ring.write(position, this.outboundStamp, route.entry.index, this.sequence, payload, prefix);
-    const result = ring.commit(position);
-    this.sequence = (this.sequence + 1) >>> 0;
-    addU64(this.segment.u32, INBOX_SENT_OFFSET, 1);
+    return this.sent(route, ring.commit(position), 1);
+  }
+
+  /** After a successful commit of `n` frames: advance the sequence, count them, ring the doorbell if we took it. */
+  private sent(route: Route, result: OfferResult, n: number): true {
+    this.sequence = (this.sequence + n) >>> 0;
+    addU64(this.segment.u32, INBOX_SENT_OFFSET, n);
     if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     return true;
   }
