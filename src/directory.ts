@@ -42,6 +42,9 @@ import {
 import { Segment, isProcessAlive, processStartTime, sleepSync, unlinkQuiet } from './segment';
 
 const WORD = 4;
+/** What a snapshot returns for an entry whose name length cannot be valid. */
+const CORRUPT = Symbol('corrupt entry');
+
 /** Spins before a reader of an entry being written starts to check the clock and sleep. */
 const SEQLOCK_SPINS = 256;
 
@@ -174,30 +177,13 @@ export class Directory {
   /** Read entry `index` consistently; null if it is free. */
   read(index: number): EntryInfo | null {
     const u32 = this.segment.u32;
-    const base = entryOffset(index) / WORD;
-    const wait = this.midUpdateWaiter(index);
-    for (;;) {
-      // SYNC POINT: entry published (acquire, seqlock begin).
-      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g1 & 1) !== 0) {
-        if (!wait()) return null;
-        continue;
-      }
-      const state = Atomics.load(u32, base + ENTRY_STATE_OFFSET / WORD);
-      if (state !== ENTRY_STATE_ACTIVE) {
-        if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return null;
-        continue;
-      }
+    const info = this.consistent(index, (base, generation): EntryInfo | null | typeof CORRUPT => {
+      if (Atomics.load(u32, base + ENTRY_STATE_OFFSET / WORD) !== ENTRY_STATE_ACTIVE) return null;
       const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
-      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) {
-        if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) {
-          throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${this.path}: entry ${index} has name length ${nameLength}, expected 1..${MAX_NAME_LENGTH}`);
-        }
-        continue;
-      }
-      const info: EntryInfo = {
+      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) return CORRUPT;
+      return {
         index,
-        generation: g1,
+        generation,
         name: this.readName(index, nameLength),
         ownerPid: Atomics.load(u32, base + ENTRY_OWNER_PID_OFFSET / WORD) | 0,
         ownerStartTime: Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD),
@@ -208,8 +194,49 @@ export class Directory {
         capacity: Atomics.load(u32, base + ENTRY_CAPACITY_OFFSET / WORD),
         metricsPort: Atomics.load(u32, base + ENTRY_METRICS_PORT_OFFSET / WORD),
       };
+    });
+    if (info === CORRUPT) {
+      const nameLength = Atomics.load(u32, entryOffset(index) / WORD + ENTRY_NAME_LENGTH_OFFSET / WORD);
+      throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${this.path}: entry ${index} has name length ${nameLength}, expected 1..${MAX_NAME_LENGTH}`);
+    }
+    return info;
+  }
+
+  /**
+   * Name of the endpoint that held entry `index` at `generation`: the current
+   * one, or the one that just unregistered (its name stays in the entry until
+   * the entry is reused). Null once the entry has moved on further.
+   */
+  nameAt(index: number, generation: number): string | null {
+    if (index >= this.entryCount) return null;
+    const u32 = this.segment.u32;
+    return this.consistent(index, (base, current) => {
+      if (current !== generation && current !== ((generation + 2) >>> 0)) return null;
+      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
+      return nameLength === 0 || nameLength > MAX_NAME_LENGTH ? null : this.readName(index, nameLength);
+    });
+  }
+
+  /**
+   * Read entry `index` under its seqlock: `snapshot` gets the word index of
+   * the entry and its (even) generation, and its result is returned once the
+   * generation is the same after it as before (else it runs again). Null if a
+   * writer died leaving the entry mid-update.
+   */
+  private consistent<T>(index: number, snapshot: (base: number, generation: number) => T): T | null {
+    const u32 = this.segment.u32;
+    const base = entryOffset(index) / WORD;
+    const wait = this.midUpdateWaiter(index);
+    for (;;) {
+      // SYNC POINT: entry published (acquire, seqlock begin).
+      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
+      if ((g1 & 1) !== 0) {
+        if (!wait()) return null;
+        continue;
+      }
+      const value = snapshot(base, g1);
       // SYNC POINT: entry published (seqlock end: nothing changed while we read).
-      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return info;
+      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return value;
     }
   }
 
@@ -239,29 +266,7 @@ export class Directory {
     };
   }
 
-  /**
-   * Name of the endpoint that held entry `index` at `generation`: the current
-   * one, or the one that just unregistered (its name stays in the entry until
-   * the entry is reused). Null once the entry has moved on further.
-   */
-  nameAt(index: number, generation: number): string | null {
-    if (index >= this.entryCount) return null;
-    const u32 = this.segment.u32;
-    const base = entryOffset(index) / WORD;
-    const wait = this.midUpdateWaiter(index);
-    for (;;) {
-      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g1 & 1) !== 0) {
-        if (!wait()) return null;
-        continue;
-      }
-      if (g1 !== generation && g1 !== ((generation + 2) >>> 0)) return null;
-      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
-      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) return null;
-      const name = this.readName(index, nameLength);
-      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return name;
-    }
-  }
+
 
   private readName(index: number, length: number): string {
     const u8 = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, length);
