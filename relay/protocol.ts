@@ -14,7 +14,7 @@
  * {@link PROTOCOL_VERSION}. Error and ACK status codes are append-only.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { BusError } from '../src/errors';
+import { BusError, describeValue } from '../src/errors';
 
 // ---------------------------------------------------------------------------
 // Identity and limits.
@@ -364,13 +364,7 @@ export type Message = HelloMessage | ChallengeMessage | ProofMessage | WelcomeMe
 // ---------------------------------------------------------------------------
 
 function invalid(option: string, expected: string, received: unknown): BusError {
-  let shown: string;
-  try {
-    shown = typeof received === 'string' ? JSON.stringify(received) : String(received);
-  } catch {
-    shown = typeof received;
-  }
-  return new BusError('ERR_SHMBUS_INVALID_OPTION', `argument "${option}" must be ${expected}; received ${shown}`);
+  return new BusError('ERR_SHMBUS_INVALID_OPTION', `argument "${option}" must be ${expected}; received ${describeValue(received)}`);
 }
 
 function checkU32(value: number, option: string): void {

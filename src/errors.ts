@@ -81,6 +81,15 @@ export function fromNative(err: unknown, what: string): BusError {
   throw err;
 }
 
+/** How an error message shows a value it refused: strings quoted, anything unprintable by its type. */
+export function describeValue(value: unknown): string {
+  try {
+    return typeof value === 'string' ? JSON.stringify(value) : String(value);
+  } catch {
+    return typeof value;
+  }
+}
+
 /** True if `err` is a BusError with the given code. */
 export function isBusError(err: unknown, code?: ErrorCode): err is BusError {
   return err instanceof BusError && (code === undefined || err.code === code);

@@ -3,7 +3,7 @@
  * message naming the option, what was expected and what was received. The
  * result is frozen and fully defaulted, so nothing below re-validates.
  */
-import { BusError } from './errors';
+import { BusError, describeValue } from './errors';
 import {
   DEFAULT_CAPACITY,
   DEFAULT_DIR_ENTRY_COUNT,
@@ -60,13 +60,7 @@ export interface ResolvedBusOptions {
 }
 
 function invalid(option: string, expected: string, received: unknown): BusError {
-  let shown: string;
-  try {
-    shown = typeof received === 'string' ? JSON.stringify(received) : String(received);
-  } catch {
-    shown = typeof received;
-  }
-  return new BusError('ERR_SHMBUS_INVALID_OPTION', `option "${option}" must be ${expected}; received ${shown}`);
+  return new BusError('ERR_SHMBUS_INVALID_OPTION', `option "${option}" must be ${expected}; received ${describeValue(received)}`);
 }
 
 export function validateName(value: unknown, option = 'name'): string {
