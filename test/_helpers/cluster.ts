@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { deadline, registerCleanup, shmDir } from './index';
+import { deadline, jsonLines, registerCleanup, shmDir } from './index';
 
 const RELAY_CLI = join(__dirname, '..', '..', 'relay', 'cli.ts');
 
@@ -149,14 +149,7 @@ function startRelay(host: string, configPath: string, extraArgs: string[]): Prom
       resolve({ code, signal });
     }),
   );
-  const parsed = (): Array<Record<string, unknown>> =>
-    lines.flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
+  const parsed = () => jsonLines(lines);
   const relay: Relay = {
     host,
     process: proc,

@@ -48,6 +48,17 @@ export async function until(condition: () => boolean, ms: number, what: string):
   }
 }
 
+/** The JSON objects among a process's output lines (a relay logs one per lifecycle event). */
+export function jsonLines(lines: readonly string[]): Array<Record<string, unknown>> {
+  return lines.flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** The next frame in `bus`'s inbox, polling, behind a deadline. */
 export async function nextFrame(bus: { recvFromLocal(): Frame | null }, ms = 10_000, what = 'a frame'): Promise<Frame> {
   return deadline(

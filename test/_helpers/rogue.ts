@@ -20,7 +20,7 @@ import {
   type Message,
   type WelcomeMessage,
 } from '../../relay/protocol';
-import { deadline, registerCleanup } from './index';
+import { deadline, jsonLines, registerCleanup } from './index';
 
 const RELAY_CLI = join(__dirname, '..', '..', 'relay', 'cli.ts');
 
@@ -226,14 +226,7 @@ export function runRelay(args: string[]): RelayRun {
       poke();
     }),
   );
-  const parsed = (): Array<Record<string, unknown>> =>
-    lines.flatMap((l) => {
-      try {
-        return [JSON.parse(l) as Record<string, unknown>];
-      } catch {
-        return [];
-      }
-    });
+  const parsed = () => jsonLines(lines);
   return {
     process: proc,
     lines,
