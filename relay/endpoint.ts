@@ -28,9 +28,11 @@ import {
 } from '../src/layout';
 import { openInbox } from '../src/bus';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/options';
-import { FrameRing, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/ring';
+import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/frame';
+import { InboxConsumer } from '../src/inbox';
+import { wakeAll } from '../src/doorbell';
 import { Routes, type Route } from '../src/routes';
-import { isProcessAlive, type Segment } from '../src/segment';
+import type { Segment } from '../src/segment';
 
 const debug = debuglog('shmbus');
 
@@ -38,10 +40,12 @@ export interface RelayEndpointOptions {
   readonly dir: string;
   readonly namespace: string;
   readonly slotSize: number;
+  /** Slots per lane. */
   readonly capacity: number;
+  readonly lanes: number;
+  readonly maxMessageSize: number;
   /** UDP doorbell port on 127.0.0.1 (0 = ephemeral). */
   readonly doorbellPort: number;
-  readonly reclaimTimeoutMs: number;
 }
 
 /** Outcome of writing a frame into a local inbox. */
@@ -53,7 +57,7 @@ export type DeliveryResult = typeof DELIVERED | typeof TARGET_FULL | typeof TARG
 
 export class RelayEndpoint {
   readonly entry: EntryInfo;
-  readonly ring: FrameRing;
+  readonly inbox: InboxConsumer;
   readonly doorbellPort: number;
   /** Datagrams on the doorbell port that were not a doorbell (ignored). */
   doorbellGarbage = 0;
@@ -75,8 +79,7 @@ export class RelayEndpoint {
     private readonly udp: Socket,
   ) {
     this.entry = entry;
-    this.ring = new FrameRing(segment.buffer);
-    this.ring.attachConsumer({ reclaimTimeoutMs: options.reclaimTimeoutMs, isAlive: (pid) => isProcessAlive(pid) });
+    this.inbox = new InboxConsumer(segment.buffer, { wakeSpace: (byteOffset) => wakeAll(segment.buffer, byteOffset) });
     this.doorbellPort = udp.address().port;
     this.routes = new Routes(directory, options.dir, options.namespace);
     this.noticeStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: FRAME_FLAG_NOTICE };
@@ -104,7 +107,7 @@ export class RelayEndpoint {
       const entry = directory.register(
         { name: RELAY_ENDPOINT_NAME, flags: ENTRY_FLAG_RELAY, doorbellKind: DOORBELL_UDP, doorbellPort: udp.address().port, slotSize: options.slotSize, capacity: options.capacity, metricsPort },
         () => {
-          segment = openInbox({ dir: options.dir, namespace: options.namespace, name: RELAY_ENDPOINT_NAME, slotSize: options.slotSize, capacity: options.capacity, mode: DEFAULT_MODE });
+          segment = openInbox({ dir: options.dir, namespace: options.namespace, name: RELAY_ENDPOINT_NAME, slotSize: options.slotSize, capacity: options.capacity, lanes: options.lanes, maxMessageSize: options.maxMessageSize, mode: DEFAULT_MODE });
         },
       );
       return new RelayEndpoint(options, directory, segment!, entry, udp);
@@ -129,7 +132,7 @@ export class RelayEndpoint {
     const cb = this.onWake;
     if (cb === null) return;
     this.onWake = null;
-    this.ring.unpark();
+    this.inbox.unpark();
     cb();
   }
 
@@ -138,21 +141,15 @@ export class RelayEndpoint {
    * false without parking if a frame is already waiting.
    */
   park(onWake: () => void, timeoutMs: number): boolean {
-    if (this.closed || !this.ring.prepareToPark()) return false;
+    if (this.closed || !this.inbox.prepareToPark()) return false;
     this.onWake = onWake;
-    if (timeoutMs >= 0) {
-      const inFlight = this.ring.inFlight();
-      setTimeout(() => {
-        if (inFlight) this.ring.checkStuckNext();
-        this.wake();
-      }, inFlight ? Math.min(timeoutMs, 10) : timeoutMs).unref();
-    }
+    if (timeoutMs >= 0) setTimeout(() => this.wake(), timeoutMs).unref();
     return true;
   }
 
-  /** Read unacked outbound frames (see FrameRing.scan). */
-  scan(handler: (frame: FrameView, position: number) => void, limit: number): number {
-    return this.ring.scan(handler, limit);
+  /** Read unacked outbound frames (see InboxConsumer.scan); `id` names the frame until it is released. */
+  scan(handler: (frame: FrameView, id: number) => void, limit: number): number {
+    return this.inbox.scan(handler, limit);
   }
 
   /** Name of the local endpoint that sent an outbound frame; null if it has gone. */
@@ -185,18 +182,15 @@ export class RelayEndpoint {
       if (this.prefixes.size > 65536) this.prefixes.clear();
       this.prefixes.set(sourceAddress, prefix);
     }
-    const ring = route.ring;
-    if (prefix.length + payload.length > ring.maxPayload) return TARGET_TOO_SMALL;
-    const position = ring.claim();
-    if (position === -1) {
-      return TARGET_FULL;
-    }
+    const lane = route.lane;
+    if (prefix.length + payload.length > lane.maxMessage) return TARGET_TOO_SMALL;
     const stamp = this.stamp;
     stamp.sourceHost = sourceHost;
     stamp.sourceIndex = sourceIndex;
     stamp.sourceGeneration = sourceGeneration;
-    ring.write(position, stamp, route.entry.index, sequence, payload, prefix);
-    if (ring.commit(position) === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    const result = lane.offer(stamp, route.entry.index, sequence, payload, prefix);
+    if (result === OFFER_FULL) return TARGET_FULL;
+    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     return DELIVERED;
   }
 
@@ -223,18 +217,17 @@ export class RelayEndpoint {
     body[NOTICE_REASON_OFFSET] = reason;
     new DataView(body.buffer).setUint32(NOTICE_SEQUENCE_OFFSET, sequence, true);
     body.set(address, NOTICE_ADDRESS_OFFSET);
-    const ring = route.ring;
-    if (body.length > ring.maxPayload) {
+    const lane = route.lane;
+    if (body.length > lane.maxMessage) {
       this.noticesLost++;
       return false;
     }
-    const position = ring.claim();
-    if (position === -1) {
+    const result = lane.offer(this.noticeStamp, route.entry.index, sequence, body);
+    if (result === OFFER_FULL) {
       this.noticesLost++;
       return false;
     }
-    ring.write(position, this.noticeStamp, route.entry.index, sequence, body);
-    if (ring.commit(position) === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     this.noticesWritten++;
     return true;
   }

@@ -237,7 +237,7 @@ export class PeerLink {
     if (msg.type === MSG_ACK && conn.state === 'ready') {
       slot.ackClock = performance.now();
       for (const entry of msg.entries) {
-        const position = entry.frameId | 0;
+        const position = entry.frameId >>> 0;
         if (!slot.unacked.delete(position)) continue; // an ack for a frame we already resent elsewhere
         this.counters.acksIn++;
         conn.framesIn++;

@@ -14,9 +14,10 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { ClusterConfig } from '../src/config';
-import { FRAME_FLAG_OUTBOUND, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_RECLAIM_TIMEOUT_MS, NOTICE_REASON_UNKNOWN_HOST } from '../src/layout';
+import { FRAME_FLAG_OUTBOUND, DEFAULT_DEDUP_ENTRY_COUNT, NOTICE_REASON_UNKNOWN_HOST } from '../src/layout';
+import { defaultMaxMessageSize } from '../src/options';
 import { DEFAULT_MODE } from '../src/options';
-import type { FrameView } from '../src/ring';
+import type { FrameView } from '../src/frame';
 import { Connection } from './connection';
 import { DedupTable } from './dedup';
 import { RelayEndpoint } from './endpoint';
@@ -131,13 +132,14 @@ export class TransitServer {
     }
     // Register first: only the namespace's one live relay may touch its dedup table.
     this.endpoint = await RelayEndpoint.open(
-      { dir: self.dir, namespace: self.namespace, slotSize: self.inboxSlotSize, capacity: self.inboxCapacity, doorbellPort: self.doorbellPort, reclaimTimeoutMs: DEFAULT_RECLAIM_TIMEOUT_MS },
+      { dir: self.dir, namespace: self.namespace, slotSize: self.inboxSlotSize, capacity: self.inboxCapacity, lanes: self.inboxLanes, maxMessageSize: defaultMaxMessageSize(self.inboxSlotSize, self.inboxCapacity), doorbellPort: self.doorbellPort },
       this.metricsPort,
     );
     this.dedup = DedupTable.open(self.dir, self.namespace, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_MODE);
     this.inbound = new Inbound(this.endpoint, this.dedup, limits, (full) => this.pressure(full));
-    this.destinations = new Array<string>(this.endpoint.ring.capacity).fill('');
-    this.sources = new Array<string>(this.endpoint.ring.capacity).fill('');
+    const frameIds = this.endpoint.inbox.capacity * this.endpoint.inbox.laneCount;
+    this.destinations = new Array<string>(frameIds).fill('');
+    this.sources = new Array<string>(frameIds).fill('');
     for (const peer of this.config.peers) {
       this.links.set(
         peer.name,
@@ -148,7 +150,7 @@ export class TransitServer {
             writer: this.writer,
             appendFrame: (position, writer) => this.appendFrame(position, writer),
             acked: (position, status, peerName) => this.onAck(position, status, peerName),
-            ackBatchDone: () => this.endpoint.ring.advanceHead(),
+            ackBatchDone: () => this.endpoint.inbox.advanceHead(),
             log: this.log,
             track: (c) => this.connections.add(c),
             untrack: (c) => this.connections.delete(c),
@@ -157,7 +159,7 @@ export class TransitServer {
         ),
       );
     }
-    const resend = this.endpoint.ring.depth();
+    const resend = this.endpoint.inbox.depth();
     this.log('start', {
       host: self.name,
       pid: process.pid,
@@ -202,7 +204,7 @@ export class TransitServer {
     if ((view.flags & FRAME_FLAG_OUTBOUND) === 0 || view.addressLength === 0) {
       // Someone wrote to "@relay" directly: not a frame for another host.
       this.global.strayFrames++;
-      this.endpoint.ring.release(position);
+      this.endpoint.inbox.release(position);
       return;
     }
     const address = this.addresses.decode(view.bytes, view.addressOffset, view.addressLength);
@@ -214,11 +216,11 @@ export class TransitServer {
     if (link === undefined || address.name.length === 0) {
       this.global.unknownHost++;
       this.undeliverable(view.sourceIndex, view.sourceGeneration, NOTICE_REASON_UNKNOWN_HOST, view.sequence, address.address);
-      this.endpoint.ring.release(position);
+      this.endpoint.inbox.release(position);
       return;
     }
     // Remember the decoded destination and source names for when the frame is sent (and resent).
-    const slot = position & this.endpoint.ring.mask;
+    const slot = position;
     this.destinations[slot] = address.name;
     this.sources[slot] = this.localName(view.sourceIndex, view.sourceGeneration);
     link.enqueue(position, view.sourceIndex);
@@ -243,8 +245,8 @@ export class TransitServer {
       frame,
       (status) => {
         if (status !== ACK_DELIVERED && status !== ACK_DUPLICATE) this.undeliverable(sourceIndex, sourceGeneration, status, sequence, address);
-        this.endpoint.ring.release(position);
-        this.endpoint.ring.advanceHead();
+        this.endpoint.inbox.release(position);
+        this.endpoint.inbox.advanceHead();
       },
       true,
     );
@@ -261,20 +263,20 @@ export class TransitServer {
 
   /** Append the frame at `position` to a DATA batch. */
   private appendFrame(position: number, writer: DataBatchWriter): 'ok' | 'full' | 'gone' {
-    const view = this.endpoint.ring.viewAt(position);
+    const view = this.endpoint.inbox.viewAt(position);
     if (view === null) return 'gone';
-    const slot = position & this.endpoint.ring.mask;
+    const slot = position;
     const ok = writer.append(position >>> 0, view.sourceIndex, view.sourceGeneration, view.sequence, 0, this.sources[slot]!, this.destinations[slot]!, view.bytes, view.payloadOffset, view.length);
     return ok ? 'ok' : 'full';
   }
 
   private onAck(position: number, status: number, peer: string): void {
     if (status !== ACK_DELIVERED && status !== ACK_DUPLICATE) {
-      const view = this.endpoint.ring.viewAt(position);
+      const view = this.endpoint.inbox.viewAt(position);
       this.peerCounters.get(peer)!.undeliverable++;
       if (view !== null) this.undeliverable(view.sourceIndex, view.sourceGeneration, status, view.sequence, view.address);
     }
-    this.endpoint.ring.release(position);
+    this.endpoint.inbox.release(position);
   }
 
   private undeliverable(senderIndex: number, senderGeneration: number, reason: number, sequence: number, address: string): void {
@@ -472,7 +474,7 @@ export class TransitServer {
         tooLarge: inb?.tooLarge ?? 0,
         pendingFrames: this.inbound?.pending.frames ?? 0,
         pendingBytes: this.inbound?.pending.bytes ?? 0,
-        outboundDepth: this.endpoint?.ring.depth() ?? 0,
+        outboundDepth: this.endpoint?.inbox.depth() ?? 0,
         doorbellRings: this.endpoint?.doorbellRings ?? 0,
         doorbellGarbage: this.endpoint?.doorbellGarbage ?? 0,
         dedupEntries: this.dedup?.size ?? 0,
@@ -514,7 +516,7 @@ export class TransitServer {
     const pending = this.inbound.close();
     for (const link of this.links.values()) link.close();
     this.metrics?.close();
-    const unacked = this.endpoint.ring.depth();
+    const unacked = this.endpoint.inbox.depth();
     const clean = unacked === 0 && pending === 0;
     this.endpoint.close(clean);
     this.dedup.close(clean);

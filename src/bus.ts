@@ -9,9 +9,11 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { BusError, isBusError } from './errors';
+import { BusError } from './errors';
 import { Directory, type EntryInfo } from './directory';
-import { FutexSleeper, ring as ringDoorbell, udpDoorbellErrors } from './doorbell';
+import { FutexSleeper, udpDoorbellErrors, wakeAll } from './doorbell';
+import { addU64, FrameView, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './frame';
+import { InboxConsumer } from './inbox';
 import {
   DOORBELL_FUTEX,
   FRAME_FLAG_NOTICE,
@@ -29,17 +31,19 @@ import {
   RELAY_ENDPOINT_NAME,
   INBOX_DISCARDED_OFFSET,
   INBOX_HEADER_LENGTH,
-  INBOX_SEND_REFUSED_OFFSET,
-  INBOX_SENT_OFFSET,
   NO_INDEX,
   SEGMENT_KIND_INBOX,
   inboxFileName,
   inboxSegmentLength,
 } from './layout';
 import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
-import { FrameRing, FrameView, OFFER_FULL, OFFER_OK, OFFER_OK_RING, addU64, encodeAddressPrefix, readInboxCounters, type FrameHandler, type InboxCounters, type OfferResult, type ProducerStamp } from './ring';
-import { Routes, type Route } from './routes';
-import { Segment, isProcessAlive, unlinkQuiet } from './segment';
+import { encodeAddressPrefix } from './frame';
+import { Routes } from './routes';
+import { Segment, unlinkQuiet } from './segment';
+import { Sender, type Origin, type Payload, type SendAsyncOptions } from './sender';
+
+export type { Payload, SendAsyncOptions } from './sender';
+export { Sender } from './sender';
 
 /** A received frame that owns its payload (a copy taken from the slot). */
 export interface Frame {
@@ -57,26 +61,22 @@ export interface BusStats extends InboxCounters {
   readonly name: string;
   readonly namespace: string;
   readonly slotSize: number;
+  /** Slots per lane. */
   readonly capacity: number;
+  readonly lanes: number;
+  /** Lanes producers have taken (one more than the highest taken). */
+  readonly lanesInUse: number;
   readonly maxPayload: number;
-  /** Frames waiting in the inbox (claimed, not yet consumed). */
+  readonly maxMessageSize: number;
+  /** Slots published and not yet consumed, over every lane. */
   readonly depth: number;
   readonly parked: boolean;
   /** UDP doorbell datagrams this process could not send. */
   readonly doorbellErrors: number;
 }
 
-/** Options of {@link Bus.sendToLocalAsync}. */
-export interface SendAsyncOptions {
-  /** Give up (resolve false) after this long. Default 1000 ms. */
-  timeoutMs?: number;
-}
-
-/** While the inbox holds a claimed, uncommitted slot, a parked consumer re-polls this often. */
-const IN_FLIGHT_RECHECK_MS = 10;
 /** Frames handled per turn of the event loop by the event-driven receivers. */
 const DRAIN_BATCH = 256;
-const LIVENESS_RECHECK_MS = 100;
 
 const openBuses = new Set<Bus>();
 let exitHookInstalled = false;
@@ -96,14 +96,15 @@ export class Bus extends EventEmitter {
   private readonly directory: Directory;
   private readonly entry: EntryInfo;
   private readonly segment: Segment;
-  private readonly ring: FrameRing;
-  private readonly stamp: ProducerStamp;
-  private readonly routes: Routes;
-  private readonly names = new Map<number, { generation: number; name: string }>();
+  private readonly inbox: InboxConsumer;
+  private readonly origin: Origin;
   private readonly outboundStamp: ProducerStamp;
-  private readonly prefixes = new Map<string, Uint8Array>();
+  private readonly routes: Routes;
+  private readonly senders = new Map<string, Sender>();
+  /** The sender of the last sendToLocal/send call: a loop to one destination skips the map. */
+  private lastSender: Sender | null = null;
+  private readonly names = new Map<number, { generation: number; name: string }>();
   private readonly sleeper: FutexSleeper;
-  private sequence = 0;
   private closed = false;
   private receiving = false;
 
@@ -113,11 +114,17 @@ export class Bus extends EventEmitter {
     this.directory = directory;
     this.entry = entry;
     this.segment = segment;
-    this.ring = new FrameRing(segment.buffer);
-    this.ring.attachConsumer({ reclaimTimeoutMs: options.reclaimTimeoutMs, isAlive: (pid) => isProcessAlive(pid) });
-    this.stamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: 0 };
-    this.outboundStamp = { ...this.stamp, flags: FRAME_FLAG_OUTBOUND };
-    this.sleeper = new FutexSleeper(segment.buffer);
+    const buffer = segment.buffer;
+    this.inbox = new InboxConsumer(buffer, { wakeSpace: (byteOffset) => wakeAll(buffer, byteOffset) });
+    const stamp: ProducerStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: 0 };
+    this.outboundStamp = { ...stamp, flags: FRAME_FLAG_OUTBOUND };
+    this.origin = {
+      stamp,
+      sequence: 0,
+      counters: segment.u32,
+      assertOpen: () => this.assertOpen(),
+    };
+    this.sleeper = new FutexSleeper(buffer);
     this.routes = new Routes(directory, options.dir, options.namespace);
     this.on('newListener', (event) => {
       if (event === 'frame') queueMicrotask(() => this.startReceiving());
@@ -171,9 +178,14 @@ export class Bus extends EventEmitter {
     return this.options.namespace;
   }
 
-  /** Largest payload the own inbox accepts (slotSize - 32). */
+  /** Largest payload one slot of the own inbox holds (slotSize - 32): frames up to this size are received zero-copy. */
   get maxPayload(): number {
-    return this.ring.maxPayload;
+    return this.inbox.maxPayload;
+  }
+
+  /** Largest message the own inbox accepts (longer than a slot: it spans several slots of one lane). */
+  get maxMessageSize(): number {
+    return this.inbox.maxMessage;
   }
 
   /** This endpoint's directory index and generation (its identity in frame headers). */
@@ -190,177 +202,102 @@ export class Bus extends EventEmitter {
   // -------------------------------------------------------------------------
 
   /**
-   * Write one frame into the inbox of local endpoint `destination`. Returns
-   * true when it is committed, false when the inbox is full (nothing written;
-   * the refusal is counted on both sides). Throws ERR_SHMBUS_UNKNOWN_DESTINATION,
-   * ERR_SHMBUS_FRAME_TOO_LARGE, ERR_SHMBUS_CLOSED, and ERR_SHMBUS_DESTINATION_DEAD
-   * when the inbox is full and its owner has died. (Frames sent to a dead
-   * owner's inbox while it has room wait there for a successor that takes the
-   * name over; `shmbus stat` shows such an endpoint as DEAD.)
+   * A handle for sending to `destination`: `name` (this host) or `name@host`
+   * (through the transit relay). Hot loops should hold one: it skips the
+   * lookup by name. The same handle is returned for the same destination.
+   * Throws ERR_SHMBUS_INVALID_OPTION for a malformed address, ERR_SHMBUS_CLOSED.
    */
-  sendToLocal(destination: string, payload: Uint8Array): boolean {
-    const route = this.route(destination);
-    if (payload.length > route.ring.maxPayload) throw this.tooLarge(route, payload.length);
-    const result = route.ring.offer(this.stamp, route.entry.index, this.sequence, payload);
-    if (result === OFFER_FULL) return this.refused(route, 1);
-    return this.sent(route, result, 1);
+  sender(destination: string): Sender {
+    const known = this.senders.get(destination);
+    if (known !== undefined) return known;
+    this.assertOpen();
+    if (typeof destination !== 'string') throw new BusError('ERR_SHMBUS_INVALID_OPTION', `destination must be a string; received ${typeof destination}`);
+    const at = destination.indexOf('@');
+    let sender: Sender;
+    if (at < 0) {
+      sender = new Sender(destination, destination, this.origin, this.routes, this.origin.stamp, undefined);
+    } else {
+      const name = destination.slice(0, at);
+      const host = destination.slice(at + 1);
+      validateName(name, 'name');
+      validateNamespace(host, 'host');
+      sender = new Sender(destination, RELAY_ENDPOINT_NAME, this.origin, this.routes, this.outboundStamp, encodeAddressPrefix(destination));
+    }
+    this.senders.set(destination, sender);
+    return sender;
+  }
+
+  private localSender(destination: string): Sender {
+    const last = this.lastSender;
+    if (last !== null && last.destination === destination) return last;
+    if (typeof destination === 'string' && destination.includes('@')) validateName(destination, 'destination');
+    return (this.lastSender = this.sender(destination));
   }
 
   /**
-   * Write `payloads[start .. start+count)` with one claim. Returns how many
-   * were written, in order, from the first (fewer than asked when the inbox
-   * had less room; the rest are counted as refused).
+   * Write one frame into the inbox of local endpoint `destination` (a payload
+   * longer than one slot becomes a message over several slots of one lane).
+   * Returns true when it is published, false when this sender's lane of that
+   * inbox is full (nothing written; the refusal is counted on both sides).
+   * Throws ERR_SHMBUS_INVALID_PAYLOAD (not bytes), ERR_SHMBUS_UNKNOWN_DESTINATION,
+   * ERR_SHMBUS_FRAME_TOO_LARGE, ERR_SHMBUS_NO_LANE (every lane of the
+   * destination is held by a live producer), ERR_SHMBUS_CLOSED, and
+   * ERR_SHMBUS_DESTINATION_DEAD when the lane is full and the owner has died.
+   * (Frames sent to a dead owner's inbox while there is room wait there for a
+   * successor that takes the name over; `shmbus stat` shows it as DEAD.)
    */
-  sendToLocalBatch(destination: string, payloads: readonly Uint8Array[], start = 0, count = payloads.length - start): number {
-    const route = this.route(destination);
-    const ring = route.ring;
-    for (let k = 0; k < count; k++) {
-      const length = payloads[start + k]!.length;
-      if (length > ring.maxPayload) throw this.tooLarge(route, length);
-    }
-    const claimed = ring.claimBatch(count);
-    if (claimed === 0) {
-      this.refused(route, count);
-      return 0;
-    }
-    const first = ring.batchPosition;
-    for (let k = 0; k < claimed; k++) {
-      ring.write((first + k) | 0, this.stamp, route.entry.index, (this.sequence + k) >>> 0, payloads[start + k]!);
-      ring.commitQuiet((first + k) | 0);
-    }
-    this.sent(route, ring.takeBell() ? OFFER_OK_RING : OFFER_OK, claimed);
-    if (claimed < count) this.refused(route, count - claimed);
-    return claimed;
+  sendToLocal(destination: string, payload: Payload): boolean {
+    return this.localSender(destination).send(payload);
   }
 
   /**
-   * Like {@link sendToLocal}, but when the inbox is full wait for room, up to
-   * `timeoutMs` (default 1000). Resolves true when sent, false on timeout (the
-   * refusal is counted). Room is polled with a backoff from one event-loop
-   * turn up to 5 ms.
+   * Write `payloads[start .. start+count)` and publish them with one store.
+   * Returns how many were written, in order, from the first (fewer than asked
+   * when the lane had less room; the rest are counted as refused).
    */
-  async sendToLocalAsync(destination: string, payload: Uint8Array, options: SendAsyncOptions = {}): Promise<boolean> {
-    const timeoutMs = options.timeoutMs ?? 1000;
-    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) {
-      throw new BusError('ERR_SHMBUS_INVALID_OPTION', `option "timeoutMs" must be a number >= 0; received ${String(timeoutMs)}`);
-    }
-    const route = this.route(destination);
-    if (payload.length > route.ring.maxPayload) throw this.tooLarge(route, payload.length);
-    const deadline = performance.now() + timeoutMs;
-    let delayMs = 0;
-    for (;;) {
-      const result = route.ring.offer(this.stamp, route.entry.index, this.sequence, payload);
-      if (result !== OFFER_FULL) return this.sent(route, result, 1);
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) return this.refused(route, 1);
-      if (delayMs === 0) await yieldToLoop();
-      else await new Promise((resolve) => setTimeout(resolve, Math.min(delayMs, remaining)));
-      delayMs = delayMs === 0 ? 1 : Math.min(delayMs * 2, 5);
-      this.assertOpen();
-      // The destination may have gone (or been replaced) while we waited.
-      if (this.route(destination) !== route) return this.sendToLocalAsync(destination, payload, { timeoutMs: Math.max(0, deadline - performance.now()) });
+  sendToLocalBatch(destination: string, payloads: readonly Payload[], start = 0, count = payloads.length - start): number {
+    return this.localSender(destination).sendBatch(payloads, start, count);
+  }
+
+  /**
+   * Like {@link sendToLocal}, but when the lane is full wait for room (the
+   * receiver wakes this sender when it frees slots), up to `timeoutMs`
+   * (default 1000). Resolves true when sent, false on timeout (counted);
+   * rejects with the signal's reason when `signal` aborts.
+   */
+  sendToLocalAsync(destination: string, payload: Payload, options: SendAsyncOptions = {}): Promise<boolean> {
+    try {
+      return this.localSender(destination).sendAsync(payload, options);
+    } catch (err) {
+      return Promise.reject(err);
     }
   }
 
-  /** Count `n` refused frames on both sides; throw instead if the destination's owner died. */
   /**
    * Send to `address`: `name` (this host, same as {@link sendToLocal}) or
    * `name@host` (another host, through the transit relay, same as
    * {@link sendToRemote}). Same back-pressure contract: false = not sent.
    */
-  send(address: string, payload: Uint8Array): boolean {
-    if (typeof address === 'string') {
-      // A remote address sent to before: its encoded prefix is cached under the whole address.
-      const prefix = this.prefixes.get(address);
-      if (prefix !== undefined) return this.sendThroughRelay(address, prefix, payload);
-      const at = address.indexOf('@');
-      if (at >= 0) return this.sendToRemote(address.slice(at + 1), address.slice(0, at), payload);
-    }
-    return this.sendToLocal(address, payload);
+  send(address: string, payload: Payload): boolean {
+    const last = this.lastSender;
+    if (last !== null && last.destination === address) return last.send(payload);
+    return (this.lastSender = this.sender(address)).send(payload);
   }
 
   /**
    * Send to endpoint `name` on `host` through this namespace's transit relay:
-   * the frame goes into the relay's inbox (shared memory) and the relay's UDP
-   * doorbell is rung if it sleeps. Returns false when the relay's inbox is full
-   * (nothing written; counted). Throws ERR_SHMBUS_RELAY_UNAVAILABLE (no relay,
-   * or a dead one whose inbox is full), ERR_SHMBUS_FRAME_TOO_LARGE,
-   * ERR_SHMBUS_INVALID_OPTION (malformed name or host), ERR_SHMBUS_CLOSED.
-   * Frames written while the relay is down wait in its inbox for its restart.
+   * the frame goes into this process's lane of the relay's inbox (shared
+   * memory) and the relay's UDP doorbell is rung if it sleeps. Returns false
+   * when that lane is full (nothing written; counted). Throws
+   * ERR_SHMBUS_RELAY_UNAVAILABLE (no relay, or a dead one whose inbox is
+   * full), ERR_SHMBUS_FRAME_TOO_LARGE, ERR_SHMBUS_INVALID_OPTION (malformed
+   * name or host), ERR_SHMBUS_INVALID_PAYLOAD, ERR_SHMBUS_CLOSED. Frames
+   * written while the relay is down wait in its inbox for its restart.
    * Delivery failures on the far side come back as notice frames
    * ({@link parseNotice}).
    */
-  sendToRemote(host: string, name: string, payload: Uint8Array): boolean {
-    const address = `${name}@${host}`;
-    let prefix = this.prefixes.get(address);
-    if (prefix === undefined) {
-      validateName(name, 'name');
-      validateNamespace(host, 'host');
-      prefix = encodeAddressPrefix(address);
-      this.prefixes.set(address, prefix);
-    }
-    return this.sendThroughRelay(address, prefix, payload);
-  }
-
-  /** Write one outbound frame (address prefix + payload) into the relay's inbox. */
-  private sendThroughRelay(address: string, prefix: Uint8Array, payload: Uint8Array): boolean {
-    const route = this.relayRoute();
-    const ring = route.ring;
-    if (payload.length + prefix.length > ring.maxPayload) {
-      throw new BusError('ERR_SHMBUS_FRAME_TOO_LARGE', `payload of ${payload.length} bytes to ${address} does not fit the relay's inbox (at most ${ring.maxPayload - prefix.length} for this address)`);
-    }
-    const position = ring.claim();
-    if (position === -1) return this.refused(route, 1);
-    ring.write(position, this.outboundStamp, route.entry.index, this.sequence, payload, prefix);
-    return this.sent(route, ring.commit(position), 1);
-  }
-
-  /** After a successful commit of `n` frames: advance the sequence, count them, ring the doorbell if we took it. */
-  private sent(route: Route, result: OfferResult, n: number): true {
-    this.sequence = (this.sequence + n) >>> 0;
-    addU64(this.segment.u32, INBOX_SENT_OFFSET, n);
-    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
-    return true;
-  }
-
-  private relayRoute(): Route {
-    try {
-      return this.route(RELAY_ENDPOINT_NAME);
-    } catch (err) {
-      if (isBusError(err, 'ERR_SHMBUS_UNKNOWN_DESTINATION')) {
-        throw new BusError('ERR_SHMBUS_RELAY_UNAVAILABLE', `no transit relay is running for namespace "${this.options.namespace}" (start transit-server for this host)`, { cause: err });
-      }
-      throw err;
-    }
-  }
-
-  /** Count `n` refused frames on both sides; throw instead if the destination's owner died. */
-  private refused(route: Route, n: number): false {
-    addU64(this.segment.u32, INBOX_SEND_REFUSED_OFFSET, n);
-    route.ring.countRefused(n);
-    const now = performance.now();
-    if (now - route.lastLivenessCheck > LIVENESS_RECHECK_MS) {
-      route.lastLivenessCheck = now;
-      if (!isProcessAlive(route.entry.ownerPid, route.entry.ownerStartTime)) {
-        if (route.name === RELAY_ENDPOINT_NAME) {
-          throw new BusError('ERR_SHMBUS_RELAY_UNAVAILABLE', `the transit relay of namespace "${this.options.namespace}" (pid ${route.entry.ownerPid}) has died and its inbox is full`);
-        }
-        throw new BusError('ERR_SHMBUS_DESTINATION_DEAD', `endpoint "${route.name}" (pid ${route.entry.ownerPid}) has died; its full inbox waits for a successor`);
-      }
-    }
-    return false;
-  }
-
-  private tooLarge(route: Route, length: number): BusError {
-    return new BusError('ERR_SHMBUS_FRAME_TOO_LARGE', `payload of ${length} bytes does not fit the inbox of "${route.name}" (at most ${route.ring.maxPayload})`);
-  }
-
-  /** The route to `destination`, re-resolved if its directory entry changed. */
-  private route(destination: string): Route {
-    const route = this.routes.get(destination);
-    if (route !== null) return route;
-    this.assertOpen();
-    return this.routes.resolve(destination);
+  sendToRemote(host: string, name: string, payload: Payload): boolean {
+    return this.send(`${name}@${host}`, payload);
   }
 
   // -------------------------------------------------------------------------
@@ -371,7 +308,7 @@ export class Bus extends EventEmitter {
   recvFromLocal(): Frame | null {
     this.assertOpen();
     let frame: Frame | null = null;
-    this.ring.poll((view) => {
+    this.inbox.poll((view) => {
       frame = this.toFrame(view);
     }, 1);
     return frame;
@@ -379,12 +316,14 @@ export class Bus extends EventEmitter {
 
   /**
    * Zero-copy receive: hand up to `limit` frames to `handler` as a reused
-   * {@link FrameView}, valid only during the call (the slot is released when the
-   * handler returns). Returns how many frames were handled.
+   * {@link FrameView}, valid only during the call (the slots are released
+   * after the handler returns). Frames up to {@link maxPayload} bytes are
+   * views into shared memory; a longer message is assembled into a buffer
+   * reused by the next one. Returns how many frames were handled.
    */
   recvBatch(handler: FrameHandler, limit = DRAIN_BATCH): number {
     this.assertOpen();
-    return this.ring.poll(handler, limit);
+    return this.inbox.poll(handler, limit);
   }
 
   /** The source endpoint's name of a frame seen through {@link recvBatch}. */
@@ -412,22 +351,17 @@ export class Bus extends EventEmitter {
 
   /**
    * Resolve when the inbox may hold a frame: at once if one is there, else
-   * after parking until a producer rings (or a claimed slot needs a re-poll,
-   * or the bus closes).
+   * after parking until a producer rings (or the bus closes). No timed
+   * re-check: a producer that publishes while we are parked always rings.
    */
   private async waitReadable(): Promise<void> {
-    const ring = this.ring;
-    if (this.closed || ring.hasFrame()) return;
-    if (!ring.prepareToPark()) return;
-    const inFlight = ring.inFlight();
+    const inbox = this.inbox;
+    if (this.closed || inbox.hasFrame()) return;
+    if (!inbox.prepareToPark()) return;
     try {
-      await this.sleeper.sleep(inFlight ? IN_FLIGHT_RECHECK_MS : -1);
+      await this.sleeper.sleep(-1);
     } finally {
-      if (!this.closed) {
-        ring.unpark();
-        // Woken by the timeout while a slot was claimed: the next poll must check whether it is stuck.
-        if (inFlight) ring.checkStuckNext();
-      }
+      if (!this.closed) inbox.unpark();
     }
   }
 
@@ -443,7 +377,7 @@ export class Bus extends EventEmitter {
     };
     try {
       while (!this.closed && this.listenerCount('frame') > 0) {
-        const n = this.ring.poll(emit, DRAIN_BATCH);
+        const n = this.inbox.poll(emit, DRAIN_BATCH);
         if (n === DRAIN_BATCH) await yieldToLoop();
         else if (n === 0) await this.waitReadable();
       }
@@ -476,12 +410,15 @@ export class Bus extends EventEmitter {
     return {
       name: this.options.name,
       namespace: this.options.namespace,
-      slotSize: this.ring.slotSize,
-      capacity: this.ring.capacity,
-      maxPayload: this.ring.maxPayload,
-      depth: this.ring.depth(),
+      slotSize: this.inbox.slotSize,
+      capacity: this.inbox.capacity,
+      lanes: this.inbox.laneCount,
+      lanesInUse: this.inbox.lanes().length,
+      maxPayload: this.inbox.maxPayload,
+      maxMessageSize: this.inbox.maxMessage,
+      depth: this.inbox.depth(),
       ...readInboxCounters(this.segment.u32),
-      parked: this.ring.isParked(),
+      parked: this.inbox.isParked(),
       doorbellErrors: udpDoorbellErrors(),
     };
   }
@@ -504,8 +441,10 @@ export class Bus extends EventEmitter {
     if (this.closed) return { unread: 0 };
     this.closed = true;
     openBuses.delete(this);
-    const unread = this.ring.depth();
+    const unread = this.inbox.depth();
     this.sleeper.close();
+    for (const sender of this.senders.values()) sender.reset();
+    this.lastSender = null;
     try {
       this.directory.unregister(this.entry.index, this.entry.generation, () => this.segment.unlink());
     } finally {
@@ -552,18 +491,27 @@ export function parseNotice(frame: Frame): Notice | null {
   };
 }
 
+/** The geometry of an inbox, as options give it. */
+export interface InboxGeometry {
+  readonly slotSize: number;
+  /** Slots per lane. */
+  readonly capacity: number;
+  readonly lanes: number;
+  readonly maxMessageSize: number;
+}
+
 /**
  * Create the inbox of an endpoint being registered, or take over the inbox a
  * dead owner left (runs under the directory lock). A predecessor's inbox of the
- * same geometry is kept, frames and all; one of another geometry is replaced
- * and its unread frames are counted as discarded in the new inbox.
+ * same geometry is kept, frames, lanes and all; one of another geometry is
+ * replaced and its unread frames are counted as discarded in the new inbox.
  */
-export function openInbox(options: Pick<ResolvedBusOptions, 'dir' | 'namespace' | 'name' | 'slotSize' | 'capacity' | 'mode'>): Segment {
+export function openInbox(options: Pick<ResolvedBusOptions, 'dir' | 'namespace' | 'name' | 'mode'> & InboxGeometry): Segment {
   const path = join(options.dir, inboxFileName(options.namespace, options.name));
-  const length = inboxSegmentLength(options.slotSize, options.capacity);
+  const length = inboxSegmentLength(options.slotSize, options.capacity, options.lanes);
   const create = (discarded: number) =>
     Segment.create(path, SEGMENT_KIND_INBOX, length, options.mode, INBOX_HEADER_LENGTH, (buffer) => {
-      FrameRing.format(buffer, options.slotSize, options.capacity);
+      InboxConsumer.format(buffer, options.slotSize, options.capacity, options.lanes, options.maxMessageSize);
       addU64(new Uint32Array(buffer), INBOX_DISCARDED_OFFSET, discarded);
     });
   let previous: Segment;
@@ -572,16 +520,16 @@ export function openInbox(options: Pick<ResolvedBusOptions, 'dir' | 'namespace' 
   } catch (err) {
     const code = (err as { errno?: string; code?: string }).errno;
     if (code === 'ENOENT') return create(0);
-    // A corrupt or foreign leftover under our name (we hold the directory lock, and no live owner claims it).
+    // A corrupt, foreign or other-version leftover under our name (we hold the directory lock, and no live owner claims it).
     unlinkQuiet(path);
     return create(0);
   }
-  const ring = new FrameRing(previous.buffer);
-  if (ring.slotSize === options.slotSize && ring.capacity === options.capacity) {
-    ring.unpark();
+  const inbox = new InboxConsumer(previous.buffer);
+  if (inbox.slotSize === options.slotSize && inbox.capacity === options.capacity && inbox.laneCount === options.lanes && inbox.maxMessage === options.maxMessageSize) {
+    inbox.unpark();
     return previous;
   }
-  const unread = Math.max(0, ring.depth());
+  const unread = inbox.depth();
   previous.unmap();
   unlinkQuiet(path);
   return create(unread);

@@ -42,27 +42,29 @@ export function formatRelay(name: string, relay: RelayReport | null): string {
 export function formatReport(report: NamespaceReport): string {
   const head = `namespace ${report.namespace} (${report.dir}): ${report.endpoints.length} endpoint(s), ${report.registrations} registration(s), ${report.takeovers} takeover(s)`;
   if (report.endpoints.length === 0) return head;
-  const rows = [['endpoint', 'pid', 'alive', 'state', 'depth/cap', 'slot', 'sent', 'received', 'refused', 'full', 'reclaimed', 'corrupt', 'wakeups', 'doorbell']];
+  const rows = [['endpoint', 'pid', 'alive', 'state', 'depth', 'lanes', 'slot', 'sent', 'received', 'refused', 'full', 'corrupt', 'wakeups', 'doorbell']];
   for (const e of report.endpoints) {
     rows.push([
       e.relay ? `${e.name} (relay)` : e.name,
       String(e.pid),
       e.alive ? 'yes' : 'DEAD',
       e.error !== undefined ? 'ERROR' : e.parked ? 'parked' : 'running',
-      `${e.depth}/${e.capacity}`,
+      String(e.depth),
+      `${e.lanesInUse.length}/${e.lanes}x${e.capacity}`,
       String(e.slotSize),
       String(e.sent),
       String(e.received),
       String(e.sendRefused),
       String(e.refusedFull),
-      String(e.reclaimed),
-      String(e.corrupt),
+      e.corruptLanes > 0 ? `${e.corrupt} (${e.corruptLanes} lane${e.corruptLanes === 1 ? '' : 's'})` : String(e.corrupt),
       String(e.wakeups),
       e.doorbell,
     ]);
   }
   const errors = report.endpoints.filter((e) => e.error !== undefined).map((e) => `  ${e.name}: ${e.error}`);
-  return [head, table(rows), ...errors].join('\n');
+  const corrupt = report.endpoints.flatMap((e) => e.lanesInUse.filter((l) => l.corrupt).map((l) => `  ${e.name}: lane ${l.lane} CORRUPT (head ${l.head}, tail ${l.tail}) set aside`));
+  const refused = report.endpoints.filter((e) => e.laneRefused > 0).map((e) => `  ${e.name}: ${e.laneRefused} producer(s) refused: every lane taken (open it with more lanes)`);
+  return [head, table(rows), ...errors, ...corrupt, ...refused].join('\n');
 }
 
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`), err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<number> {

@@ -43,7 +43,8 @@
  *                                              (127.0.0.0/8, [::1], localhost); port 0..65535
  *       "doorbellPort": 0,                     UDP doorbell port on 127.0.0.1, 0..65535, 0 = ephemeral (default)
  *       "inboxSlotSize": 1088,                 the relay's own inbox: slot size (validateSlotSize)
- *       "inboxCapacity": 4096                  and slot count (validateCapacity)
+ *       "inboxCapacity": 1024,                 slots per lane (validateCapacity)
+ *       "inboxLanes": 64                       and lanes: one per local process sending to other hosts (validateLanes)
  *     },
  *     "beta": { ... }
  *   }
@@ -75,9 +76,11 @@ import {
   validateCapacity,
   validateDir,
   validateDurationMs,
+  validateLanes,
   validateNamespace,
   validateSlotSize,
 } from './options';
+import { DEFAULT_RELAY_LANES } from './layout';
 
 /** Host names: the keys of `hosts`, and the `--host` argument. */
 export const HOST_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -87,8 +90,8 @@ export const MIN_SECRET_LENGTH = 16;
 export const MAX_HOSTS = 65535;
 /** Default slot size of the relay's own inbox (1 KiB of payload plus header room). */
 export const DEFAULT_RELAY_INBOX_SLOT_SIZE = 1088;
-/** Default slot count of the relay's own inbox. */
-export const DEFAULT_RELAY_INBOX_CAPACITY = 4096;
+/** Default slots per lane of the relay's own inbox. */
+export const DEFAULT_RELAY_INBOX_CAPACITY = 1024;
 /** Default UDP doorbell port: 0, an ephemeral port. */
 export const DEFAULT_DOORBELL_PORT = 0;
 /** The highest TCP/UDP port number. */
@@ -180,7 +183,10 @@ export interface HostConfig {
   /** UDP doorbell port on 127.0.0.1 (0 = ephemeral). */
   readonly doorbellPort: number;
   readonly inboxSlotSize: number;
+  /** Slots per lane of the relay's inbox. */
   readonly inboxCapacity: number;
+  /** Lanes of the relay's inbox. */
+  readonly inboxLanes: number;
 }
 
 /** TLS material, read from the files named in `tls`. */
@@ -318,7 +324,7 @@ export function validateMetricsAddress(value: unknown, field: string): Address {
 const TOP_FIELDS = ['secret', 'tls', 'limits', 'hosts'] as const;
 const SECRET_FIELDS = ['file', 'env'] as const;
 const TLS_FIELDS = ['key', 'cert', 'ca'] as const;
-const HOST_FIELDS = ['relay', 'namespace', 'dir', 'metrics', 'doorbellPort', 'inboxSlotSize', 'inboxCapacity'] as const;
+const HOST_FIELDS = ['relay', 'namespace', 'dir', 'metrics', 'doorbellPort', 'inboxSlotSize', 'inboxCapacity', 'inboxLanes'] as const;
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 type SecretSource = { readonly kind: 'file'; readonly path: string } | { readonly kind: 'env'; readonly name: string };
@@ -546,6 +552,7 @@ function hostOf(value: unknown, name: string, id: number, field: string): HostCo
     doorbellPort: validateInteger(orDefault(o.doorbellPort, DEFAULT_DOORBELL_PORT), `${field}.doorbellPort`, 0, MAX_PORT),
     inboxSlotSize: viaOption(validateSlotSize, orDefault(o.inboxSlotSize, DEFAULT_RELAY_INBOX_SLOT_SIZE), `${field}.inboxSlotSize`),
     inboxCapacity: viaOption(validateCapacity, orDefault(o.inboxCapacity, DEFAULT_RELAY_INBOX_CAPACITY), `${field}.inboxCapacity`),
+    inboxLanes: viaOption(validateLanes, orDefault(o.inboxLanes, DEFAULT_RELAY_LANES), `${field}.inboxLanes`),
   });
 }
 

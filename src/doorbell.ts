@@ -24,6 +24,11 @@ export function udpDoorbellErrors(): number {
   return udpErrors;
 }
 
+/** Wake every producer sleeping on the futex word at `byteOffset` (a lane's head: room was made). */
+export function wakeAll(buffer: ArrayBuffer, byteOffset: number): void {
+  native.futexWake(buffer, byteOffset, 0x7fffffff);
+}
+
 /** Ring the consumer of an inbox mapped at `buffer`. */
 export function ring(kind: number, buffer: ArrayBuffer, port: number): void {
   if (kind === DOORBELL_FUTEX) {
@@ -41,31 +46,36 @@ export function ring(kind: number, buffer: ArrayBuffer, port: number): void {
 }
 
 /**
- * A consumer's sleep on its own inbox's parked word (futex), through a native
- * thread that wakes the event loop when the word is rung or a timeout passes.
+ * A sleep on a futex word of a mapping — a consumer on its inbox's parked
+ * word, or a producer on a lane's head while it waits for room — through a
+ * native thread that wakes the event loop when the word is rung or a timeout
+ * passes.
  */
 export class FutexSleeper {
   private waiter: NativeWaiter | null = null;
   private resolvers: Array<() => void> = [];
 
-  constructor(private readonly buffer: ArrayBuffer) {}
+  constructor(
+    private readonly buffer: ArrayBuffer,
+    private readonly byteOffset: number = INBOX_PARKED_OFFSET,
+  ) {}
 
   /**
-   * Sleep while the parked word is 1, at most `timeoutMs` (< 0: no limit).
-   * Concurrent callers share one wait.
+   * Sleep while the word holds `expected` (as an i32; default 1, "parked"),
+   * at most `timeoutMs` (< 0: no limit). Concurrent callers share one wait.
    */
-  sleep(timeoutMs: number): Promise<void> {
+  sleep(timeoutMs: number, expected = 1): Promise<void> {
     return new Promise((resolve) => {
       this.resolvers.push(resolve);
       const waiter = this.getWaiter();
-      if (!waiter.armed) waiter.wait(1, timeoutMs);
+      if (!waiter.armed) waiter.wait(expected | 0, timeoutMs);
     });
   }
 
   private getWaiter(): NativeWaiter {
     if (this.waiter === null) {
       try {
-        this.waiter = native.createWaiter(this.buffer, INBOX_PARKED_OFFSET, (result: WaitResult) => this.woken(result));
+        this.waiter = native.createWaiter(this.buffer, this.byteOffset, (result: WaitResult) => this.woken(result));
       } catch (err) {
         throw fromNative(err, 'cannot start the doorbell waiter');
       }

@@ -11,7 +11,7 @@
 export const ERROR_TABLE = {
   ERR_SHMBUS_INVALID_OPTION: 'An option or argument is missing, of the wrong type or out of range.',
   ERR_SHMBUS_UNKNOWN_DESTINATION: 'No live endpoint of that name is registered in the namespace.',
-  ERR_SHMBUS_FRAME_TOO_LARGE: 'The payload does not fit in one slot of the destination inbox.',
+  ERR_SHMBUS_FRAME_TOO_LARGE: 'The payload is larger than the destination inbox accepts (its maxMessageSize).',
   ERR_SHMBUS_NAME_IN_USE: 'A live process already owns an endpoint of that name.',
   ERR_SHMBUS_DIRECTORY_FULL: 'Every entry of the namespace directory is taken.',
   ERR_SHMBUS_NOT_A_SEGMENT: 'The file is not a shmbus segment (wrong magic or kind, truncated, or never finished).',
@@ -24,7 +24,9 @@ export const ERROR_TABLE = {
   ERR_SHMBUS_DESTINATION_DEAD: 'The endpoint is registered but its owner process has died; frames wait for a successor that takes the name over.',
   ERR_SHMBUS_INVALID_CONFIG: 'The cluster config file is missing, unreadable or invalid; `field` names the JSON path at fault.',
   ERR_SHMBUS_RELAY_UNAVAILABLE: 'No transit relay is registered in the namespace, or it has died and its inbox is full.',
-  ERR_SHMBUS_CLAIM_RECLAIMED: 'This producer stalled between claim and commit for longer than the reclaim timeout; its slot was reclaimed and the frame was not delivered.',
+  ERR_SHMBUS_CLAIM_RECLAIMED: 'Layout 1 only (no longer raised): a producer stalled between claim and commit past the reclaim timeout lost its slot.',
+  ERR_SHMBUS_INVALID_PAYLOAD: 'The payload is not bytes (an ArrayBufferView or ArrayBuffer) or a string; nothing was sent.',
+  ERR_SHMBUS_NO_LANE: 'Every lane of the destination inbox is held by a live producer (the destination should open with more lanes).',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

@@ -11,7 +11,7 @@
  */
 
 /** Version of the byte layout described here. Written last at creation: a reader that sees it may read the rest. */
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 /** ASCII "SHMB" read as a little-endian u32: the first word of every shmbus segment. */
 export const SEGMENT_MAGIC = 0x424d4853;
@@ -114,65 +114,105 @@ export const MAX_DIR_ENTRY_COUNT = 65536;
 
 // ---------------------------------------------------------------------------
 // Inbox segment: one per endpoint, file `shmbus.<namespace>.<name>.inbox`.
+//
+// An inbox is a set of single-producer lanes. Each lane is an SPSC ring of
+// `capacity` slots with its own published position (tail, written by the lane's
+// owner only) and consumed position (head, written by the inbox's owner only).
+// A producer takes a lane of the destination on its first send (CAS on the
+// lane's owner word) and then publishes with one release store per frame or
+// per batch. Positions are u32 and wrap; 0 <= tail - head <= capacity.
 // ---------------------------------------------------------------------------
 
 /** u32 slot size in bytes (slot header + payload), multiple of 64. */
 export const INBOX_SLOT_SIZE_OFFSET = 40;
-/** u32 number of slots, a power of two. */
+/** u32 slots per lane, a power of two. */
 export const INBOX_CAPACITY_OFFSET = 44;
+/** u32 number of lanes. */
+export const INBOX_LANE_COUNT_OFFSET = 48;
+/** u32 largest message (bytes, address prefix included) the owner accepts; a message longer than one slot's payload spans consecutive slots of one lane. */
+export const INBOX_MAX_MESSAGE_OFFSET = 52;
 
-/** i32 tail position: next position to claim. CAS by producers. Own cache line. */
-export const INBOX_TAIL_OFFSET = 64;
-/** i32 head position: next position to consume. Written by the consumer only (release), read by batch claimers. Own cache line. */
-export const INBOX_HEAD_OFFSET = 128;
-/** i32 parked word and futex: 1 while the consumer sleeps or is about to. SYNC POINT: parked (consumer store / producer CAS). Own cache line. */
-export const INBOX_PARKED_OFFSET = 192;
+/** u32 lanes in use: one more than the highest lane index ever taken (only grows; CAS by producers). The consumer visits lanes [0, this). SYNC POINT: lanes in use. */
+export const INBOX_LANES_IN_USE_OFFSET = 64;
+
+/** i32 parked word and futex: 1 while the consumer sleeps or is about to. SYNC POINT: parked (consumer store / producer load, CAS to take the bell). Own cache line. */
+export const INBOX_PARKED_OFFSET = 128;
 
 /** Counters written by any producer (atomic add on the low word; the adder that wraps it carries into the high word). */
-/** u64 sends refused because the inbox was full. */
-export const INBOX_REFUSED_FULL_OFFSET = 256;
-/** u64 doorbells rung (producer saw the consumer parked and woke it). */
-export const INBOX_WAKEUPS_OFFSET = 264;
+/** u64 sends refused because the sender's lane was full. */
+export const INBOX_REFUSED_FULL_OFFSET = 192;
+/** u64 doorbells rung (a producer saw the consumer parked and woke it). */
+export const INBOX_WAKEUPS_OFFSET = 200;
+/** u64 lanes taken by producers (free ones and those of dead owners). */
+export const INBOX_LANE_TAKES_OFFSET = 208;
+/** u64 of those, lanes taken over from a dead owner. */
+export const INBOX_LANE_REUSES_OFFSET = 216;
+/** u64 producers refused because every lane was taken by a live owner. */
+export const INBOX_LANE_REFUSED_OFFSET = 224;
 
 /** Counters written by the owner only (plain stores; readers are racy observers). */
-/** u64 frames consumed from this inbox. */
-export const INBOX_RECEIVED_OFFSET = 320;
-/** u64 claimed slots reclaimed after their producer died or stalled. */
-export const INBOX_RECLAIMED_OFFSET = 328;
-/** u64 frames skipped because their header was invalid (length out of range). */
-export const INBOX_CORRUPT_OFFSET = 336;
+/** u64 frames (messages) consumed from this inbox. */
+export const INBOX_RECEIVED_OFFSET = 256;
+/** u64 frames skipped because their header could not be valid. */
+export const INBOX_CORRUPT_OFFSET = 264;
 /** u64 frames the owner sent (to any inbox). */
-export const INBOX_SENT_OFFSET = 344;
-/** u64 sends by the owner that were refused (destination full). */
-export const INBOX_SEND_REFUSED_OFFSET = 352;
+export const INBOX_SENT_OFFSET = 272;
+/** u64 sends by the owner that were refused (destination lane full). */
+export const INBOX_SEND_REFUSED_OFFSET = 280;
 /** u64 times the owner parked. */
-export const INBOX_PARKS_OFFSET = 360;
+export const INBOX_PARKS_OFFSET = 288;
 /** u64 frames discarded when this inbox replaced a dead predecessor's inbox of another geometry. */
-export const INBOX_DISCARDED_OFFSET = 368;
+export const INBOX_DISCARDED_OFFSET = 296;
+/** u64 lanes the consumer found corrupt (a published position out of bounds) and set aside. */
+export const INBOX_CORRUPT_LANES_OFFSET = 304;
 
-/** Where slot 0 begins. */
-export const INBOX_HEADER_LENGTH = 448;
+/** Where lane descriptor 0 begins. */
+export const INBOX_HEADER_LENGTH = 320;
 
-// Slot: SLOT_HEADER_LENGTH bytes of header, then the payload.
-/** i32 sequence word (Vyukov): == position when free for that position's lap, position + 1 once committed. SYNC POINT: slot commit / slot release. */
-export const SLOT_SEQ_OFFSET = 0;
-/** i32 pid of the producer that claimed the slot; 0 when not known. Cleared by the consumer on release. */
-export const SLOT_CLAIM_PID_OFFSET = 4;
-/** u32 payload length in bytes. */
-export const SLOT_LENGTH_OFFSET = 8;
-/** u16 flags ({@link FRAME_FLAG_REMOTE} ...). */
-export const SLOT_FLAGS_OFFSET = 12;
-/** u16 source host id (0 = this host). */
-export const SLOT_SOURCE_HOST_OFFSET = 14;
+/** Length of one lane descriptor: a producer line and a consumer line. */
+export const LANE_LENGTH = 128;
+/** i32 owner: 0 = free; pid = owned by that process; -pid = being taken by that process (its start time not yet written). CAS to take or free. SYNC POINT: lane owner. */
+export const LANE_OWNER_OFFSET = 0;
+/** u64 start time of the owner (clock ticks since boot), written between the CAS to -pid and the store of pid. */
+export const LANE_OWNER_START_TIME_OFFSET = 8;
+/** u32 tail: position of the next frame to publish. Written by the owner only (release store after the slots). SYNC POINT: lane publish. */
+export const LANE_TAIL_OFFSET = 16;
+/** u32 1 while the owner waits for room (set by the producer, cleared by the consumer, which then wakes the head futex). SYNC POINT: space wanted. */
+export const LANE_SPACE_WANTED_OFFSET = 20;
+/** u32 head: position of the next frame to consume. Written by the inbox's owner only (release store after reading). Futex word for producers waiting for room. SYNC POINT: lane release. Consumer line. */
+export const LANE_HEAD_OFFSET = 64;
+/** u32 {@link LANE_STATE_OK} or {@link LANE_STATE_CORRUPT} (written by the consumer). */
+export const LANE_STATE_OFFSET = 68;
+
+export const LANE_STATE_OK = 0;
+/** The consumer found this lane's positions impossible and set it aside: never read again, never taken again; its owner's next send fails with ERR_SHMBUS_CORRUPT_SEGMENT. */
+export const LANE_STATE_CORRUPT = 1;
+
+/** Largest pid Linux hands out (PID_MAX_LIMIT on 64-bit): an owner word beyond it cannot be valid. */
+export const MAX_PID = 4194304;
+
+// Slot: SLOT_HEADER_LENGTH bytes of header, then the payload. Written by the lane's owner before it publishes.
+/** u32 bytes of payload in this slot (address prefix included). */
+export const SLOT_LENGTH_OFFSET = 0;
+/** u16 flags ({@link FRAME_FLAG_REMOTE} ...), then u16 source host id (0 = this host). */
+export const SLOT_FLAGS_OFFSET = 4;
+/** u16 source host id, the high half of the flags word. */
+export const SLOT_SOURCE_HOST_OFFSET = 6;
 /** u32 directory index of the source endpoint on its host. */
-export const SLOT_SOURCE_INDEX_OFFSET = 16;
+export const SLOT_SOURCE_INDEX_OFFSET = 8;
 /** u32 directory generation of the source endpoint when it sent (names one incarnation). */
-export const SLOT_SOURCE_GENERATION_OFFSET = 20;
+export const SLOT_SOURCE_GENERATION_OFFSET = 12;
 /** u32 directory index of the destination endpoint on the inbox's host. */
-export const SLOT_DESTINATION_INDEX_OFFSET = 24;
+export const SLOT_DESTINATION_INDEX_OFFSET = 16;
 /** u32 per-source sequence number (wraps; compare with serial-number arithmetic). */
-export const SLOT_SEQUENCE_OFFSET = 28;
+export const SLOT_SEQUENCE_OFFSET = 20;
+/** u32 length of the whole message (bytes, address prefix included): equal to the slot's length for a one-slot frame; larger for the first slot of a message that continues in the following slots. */
+export const SLOT_MESSAGE_LENGTH_OFFSET = 24;
+/** u32 consumer mark: written 0 by the producer; a consumer that finishes frames out of order (the relay) stores {@link SLOT_MARK_DONE} so that a restarted consumer skips it. */
+export const SLOT_MARK_OFFSET = 28;
 export const SLOT_HEADER_LENGTH = 32;
+/** Value of the consumer mark for a frame that has been finished (acked) but not yet passed by the lane's head. */
+export const SLOT_MARK_DONE = 1;
 
 /**
  * The frame arrived through the transit relay from another host. Its payload
@@ -189,6 +229,8 @@ export const FRAME_FLAG_NOTICE = 2;
  * laid out as for {@link FRAME_FLAG_REMOTE}.
  */
 export const FRAME_FLAG_OUTBOUND = 4;
+/** A continuation slot of a message longer than one slot (every slot after the first). Its length counts its bytes; the other header fields repeat the first slot's. */
+export const FRAME_FLAG_CONTINUATION = 8;
 /** Flags that put an address prefix at the start of the payload area. */
 export const FRAME_FLAGS_WITH_ADDRESS = FRAME_FLAG_REMOTE | FRAME_FLAG_OUTBOUND;
 /** Longest address in a prefix: a 64-byte name, "@", a 64-byte host name. */
@@ -226,12 +268,19 @@ export const MAX_SLOT_SIZE = 65536;
 export const DEFAULT_SLOT_SIZE = 256;
 export const MIN_CAPACITY = 2;
 export const MAX_CAPACITY = 1 << 20;
+/** Default slots per lane. */
 export const DEFAULT_CAPACITY = 1024;
+export const MIN_LANES = 1;
+export const MAX_LANES = 4096;
+/** Default lanes of an application's inbox (the relay's outbound inbox defaults to {@link DEFAULT_RELAY_LANES}). */
+export const DEFAULT_LANES = 16;
+/** Default lanes of the relay's outbound inbox: every local process that sends to another host takes one. */
+export const DEFAULT_RELAY_LANES = 64;
+/** Largest message an inbox accepts, whatever its geometry (bytes). */
+export const MAX_MESSAGE_LENGTH = 1 << 24;
 /** Largest segment this version creates or attaches (bytes). */
 export const MAX_SEGMENT_LENGTH = 1 << 30;
 
-/** Default time a claimed-but-uncommitted slot may block the head while its producer is alive. */
-export const DEFAULT_RECLAIM_TIMEOUT_MS = 2000;
 
 // ---------------------------------------------------------------------------
 // Relay dedup table: file `shmbus.<namespace>.@relay.dedup`, written by the
@@ -261,9 +310,19 @@ export const DEDUP_TOUCHED_OFFSET = 28;
 export const DEFAULT_DEDUP_ENTRY_COUNT = 65536;
 export const MAX_DEDUP_ENTRY_COUNT = 1 << 22;
 
-/** Byte offset of slot `index` (0 <= index < capacity) in an inbox with `slotSize`. */
-export function slotOffset(index: number, slotSize: number): number {
-  return INBOX_HEADER_LENGTH + index * slotSize;
+/** Byte offset of lane `lane`'s descriptor. */
+export function laneOffset(lane: number): number {
+  return INBOX_HEADER_LENGTH + lane * LANE_LENGTH;
+}
+
+/** Byte offset of lane 0's first slot in an inbox of `laneCount` lanes: the lane descriptors come first. */
+export function slotsOffset(laneCount: number): number {
+  return INBOX_HEADER_LENGTH + laneCount * LANE_LENGTH;
+}
+
+/** Byte offset of slot `index` (0 <= index < capacity) of lane `lane`. */
+export function slotOffset(lane: number, index: number, slotSize: number, capacity: number, laneCount: number): number {
+  return slotsOffset(laneCount) + (lane * capacity + index) * slotSize;
 }
 
 /** Byte offset of directory entry `index`. */
@@ -272,8 +331,8 @@ export function entryOffset(index: number): number {
 }
 
 /** Total length of an inbox segment. */
-export function inboxSegmentLength(slotSize: number, capacity: number): number {
-  return INBOX_HEADER_LENGTH + slotSize * capacity;
+export function inboxSegmentLength(slotSize: number, capacity: number, laneCount: number): number {
+  return slotsOffset(laneCount) + slotSize * capacity * laneCount;
 }
 
 /** Total length of a directory segment. */

@@ -7,8 +7,11 @@ import { BusError, describeValue } from './errors';
 import {
   DEFAULT_CAPACITY,
   DEFAULT_DIR_ENTRY_COUNT,
-  DEFAULT_RECLAIM_TIMEOUT_MS,
+  DEFAULT_LANES,
   DEFAULT_SLOT_SIZE,
+  MAX_LANES,
+  MAX_MESSAGE_LENGTH,
+  MIN_LANES,
   MAX_CAPACITY,
   MAX_DIR_ENTRY_COUNT,
   MAX_SLOT_SIZE,
@@ -35,12 +38,14 @@ export interface BusOptions {
   dir?: string;
   /** Bytes per inbox slot, frame header (32 B) included: a multiple of 64 in [64, 65536]. Default 256. */
   slotSize?: number;
-  /** Inbox slots, a power of two in [2, 1048576]. Default 1024. */
+  /** Slots per lane of the inbox, a power of two in [2, 1048576]. Default 1024. */
   capacity?: number;
+  /** Lanes of the inbox: how many producers may send to it at once (each takes one lane on its first send). 1-4096, default 16. */
+  lanes?: number;
+  /** Largest message the inbox accepts, in bytes: longer than one slot's payload, it spans consecutive slots of one lane. Default min(65536, capacity x (slotSize - 32)); at most that product and 16 MiB. */
+  maxMessageSize?: number;
   /** File mode of created segments (default 0o600; 0o660 to share with a group). */
   mode?: number;
-  /** How long a claimed, uncommitted slot may block the inbox while its producer is alive (ms, default 2000). A dead producer's slot is reclaimed at once. */
-  reclaimTimeoutMs?: number;
   /** Entries of the namespace directory, if this open creates it (default 256). */
   directoryEntries?: number;
   /** How long to wait for the directory lock held by a live process (ms, default 2000). */
@@ -53,8 +58,9 @@ export interface ResolvedBusOptions {
   readonly dir: string;
   readonly slotSize: number;
   readonly capacity: number;
+  readonly lanes: number;
+  readonly maxMessageSize: number;
   readonly mode: number;
-  readonly reclaimTimeoutMs: number;
   readonly directoryEntries: number;
   readonly lockTimeoutMs: number;
 }
@@ -107,23 +113,49 @@ export function validateEntryCount(value: unknown, option = 'directoryEntries'):
   return value;
 }
 
+export function validateLanes(value: unknown, option = 'lanes'): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < MIN_LANES || value > MAX_LANES) throw invalid(option, `an integer in [${MIN_LANES}, ${MAX_LANES}]`, value);
+  return value;
+}
+
+/** Largest maxMessageSize an inbox of this geometry can hold: one lane full of one message. */
+export function maxMessageLimit(slotSize: number, capacity: number): number {
+  return Math.min(MAX_MESSAGE_LENGTH, capacity * (slotSize - SLOT_HEADER_LENGTH));
+}
+
+/** The default maxMessageSize of an inbox of this geometry. */
+export function defaultMaxMessageSize(slotSize: number, capacity: number): number {
+  return Math.min(65536, maxMessageLimit(slotSize, capacity));
+}
+
+export function validateMaxMessageSize(value: unknown, slotSize: number, capacity: number, option = 'maxMessageSize'): number {
+  const limit = maxMessageLimit(slotSize, capacity);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > limit) {
+    throw invalid(option, `an integer in [1, ${limit}] (at most capacity x (slotSize - ${SLOT_HEADER_LENGTH}), and 16 MiB)`, value);
+  }
+  return value;
+}
+
 /** Validate and default the options of Bus.open. */
 export function resolveBusOptions(options: unknown): ResolvedBusOptions {
   if (options === null || typeof options !== 'object') throw invalid('options', 'an object', options);
   const o = options as Record<string, unknown>;
-  const known = new Set(['name', 'namespace', 'dir', 'slotSize', 'capacity', 'mode', 'reclaimTimeoutMs', 'directoryEntries', 'lockTimeoutMs']);
+  const known = new Set(['name', 'namespace', 'dir', 'slotSize', 'capacity', 'lanes', 'maxMessageSize', 'mode', 'directoryEntries', 'lockTimeoutMs']);
   for (const key of Object.keys(o)) {
     if (!known.has(key)) throw invalid(key, `absent (unknown option; known: ${[...known].join(', ')})`, o[key]);
   }
   const env = process.env;
+  const slotSize = validateSlotSize(o.slotSize ?? DEFAULT_SLOT_SIZE);
+  const capacity = validateCapacity(o.capacity ?? DEFAULT_CAPACITY);
   return Object.freeze({
     name: validateName(o.name),
     namespace: validateNamespace(o.namespace ?? env.SHMBUS_NAMESPACE ?? DEFAULT_NAMESPACE),
     dir: validateDir(o.dir ?? env.SHMBUS_DIR ?? DEFAULT_DIR),
-    slotSize: validateSlotSize(o.slotSize ?? DEFAULT_SLOT_SIZE),
-    capacity: validateCapacity(o.capacity ?? DEFAULT_CAPACITY),
+    slotSize,
+    capacity,
+    lanes: validateLanes(o.lanes ?? DEFAULT_LANES),
+    maxMessageSize: validateMaxMessageSize(o.maxMessageSize ?? defaultMaxMessageSize(slotSize, capacity), slotSize, capacity),
     mode: validateMode(o.mode ?? DEFAULT_MODE),
-    reclaimTimeoutMs: validateDurationMs(o.reclaimTimeoutMs ?? DEFAULT_RECLAIM_TIMEOUT_MS, 'reclaimTimeoutMs'),
     directoryEntries: validateEntryCount(o.directoryEntries ?? DEFAULT_DIR_ENTRY_COUNT),
     lockTimeoutMs: validateDurationMs(o.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
   });

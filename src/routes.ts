@@ -1,31 +1,44 @@
 /**
- * Routes: a sender's cache of destination inboxes, by name.
+ * Routes: a sender's cache of destination inboxes, by name, each with the lane
+ * this sender took in it.
  *
- * A route is resolved through the directory once and then validated on every
- * use with one atomic load (the entry's generation changes whenever its
- * endpoint registers or unregisters), so a closed or replaced destination is
- * noticed at the next send.
+ * A route is resolved through the directory once (attach the inbox, take a
+ * lane) and then validated on every use with one plain load (the entry's
+ * generation changes whenever its endpoint registers or unregisters), so a
+ * closed or replaced destination is noticed at the next send. A dropped route
+ * gives its lane back.
  */
 import { join } from 'node:path';
 import { BusError } from './errors';
 import type { Directory, EntryInfo } from './directory';
+import { FutexSleeper } from './doorbell';
+import { LaneProducer, type LaneOwner } from './lane';
 import { RELAY_ENDPOINT_NAME, SEGMENT_KIND_INBOX, inboxFileName } from './layout';
 import { validateName } from './options';
-import { FrameRing } from './ring';
-import { Segment } from './segment';
+import { Segment, isProcessAlive, processStartTime } from './segment';
 
 /** A cached route to one destination inbox. */
 export interface Route {
   readonly name: string;
   readonly entry: EntryInfo;
   readonly segment: Segment;
-  readonly ring: FrameRing;
+  readonly lane: LaneProducer;
+  /** Sleeps on the lane's head while an async send waits for room (created on first need). */
+  space: FutexSleeper | null;
   /** Last time the owner was checked for liveness after a refusal (ms, performance.now). */
   lastLivenessCheck: number;
+  /** False once the route has been dropped (its lane given back, its inbox unmapped). */
+  live: boolean;
+}
+
+/** This process as a lane owner. */
+export function selfAsLaneOwner(): LaneOwner {
+  return { pid: process.pid, startTime: processStartTime(process.pid), isAlive: isProcessAlive };
 }
 
 export class Routes {
   private readonly cache = new Map<string, Route>();
+  private readonly owner: LaneOwner = selfAsLaneOwner();
 
   constructor(
     private readonly directory: Directory,
@@ -33,23 +46,30 @@ export class Routes {
     private readonly namespace: string,
   ) {}
 
+  /** Is this route still the destination's current incarnation? One plain load. */
+  isCurrent(route: Route): boolean {
+    return route.live && this.directory.generationOf(route.entry.index) === route.entry.generation;
+  }
+
   /** The cached route to `name` if it is still valid; else null (and the stale one is dropped). */
   get(name: string): Route | null {
     const cached = this.cache.get(name);
     if (cached === undefined) return null;
-    if (this.directory.generationOf(cached.entry.index) === cached.entry.generation) return cached;
-    this.cache.delete(name);
-    cached.segment.unmap();
+    if (this.isCurrent(cached)) return cached;
+    this.drop(cached);
     return null;
   }
 
   /**
-   * Look `name` up in the directory and attach its inbox. Throws
-   * ERR_SHMBUS_UNKNOWN_DESTINATION (or ERR_SHMBUS_INVALID_OPTION for a name
-   * that cannot exist) and the segment errors of a corrupt inbox.
+   * Look `name` up in the directory, attach its inbox and take a lane in it.
+   * Throws ERR_SHMBUS_UNKNOWN_DESTINATION (or ERR_SHMBUS_INVALID_OPTION for a
+   * name that cannot exist), ERR_SHMBUS_NO_LANE, and the segment errors of a
+   * corrupt inbox.
    */
   resolve(name: string): Route {
     if (typeof name !== 'string') throw new BusError('ERR_SHMBUS_INVALID_OPTION', `destination must be a string; received ${typeof name}`);
+    const stale = this.cache.get(name);
+    if (stale !== undefined) this.drop(stale);
     let entry = this.directory.lookup(name);
     if (entry === null && this.directory.removed) {
       this.directory.refresh();
@@ -60,14 +80,34 @@ export class Routes {
       throw new BusError('ERR_SHMBUS_UNKNOWN_DESTINATION', `no endpoint "${name}" in namespace "${this.namespace}"`);
     }
     const segment = Segment.attach(join(this.dir, inboxFileName(this.namespace, name)), SEGMENT_KIND_INBOX);
-    const route: Route = { name, entry, segment, ring: new FrameRing(segment.buffer), lastLivenessCheck: -Infinity };
+    let lane: LaneProducer;
+    try {
+      lane = LaneProducer.take(segment.buffer, this.owner);
+    } catch (err) {
+      segment.unmap();
+      throw err;
+    }
+    const route: Route = { name, entry, segment, lane, space: null, lastLivenessCheck: -Infinity, live: true };
     this.cache.set(name, route);
     return route;
   }
 
-  /** Unmap every cached inbox. */
+  /** Forget a route: give its lane back, stop its waiter, unmap its inbox. */
+  drop(route: Route): void {
+    if (!route.live) return;
+    route.live = false;
+    if (this.cache.get(route.name) === route) this.cache.delete(route.name);
+    route.space?.close();
+    route.space = null;
+    try {
+      route.lane.release();
+    } finally {
+      route.segment.unmap();
+    }
+  }
+
+  /** Drop every route. */
   close(): void {
-    for (const route of this.cache.values()) route.segment.unmap();
-    this.cache.clear();
+    for (const route of [...this.cache.values()]) this.drop(route);
   }
 }

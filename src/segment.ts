@@ -21,7 +21,13 @@ import {
   HEADER_LENGTH_OFFSET,
   INBOX_CAPACITY_OFFSET,
   INBOX_HEADER_LENGTH,
+  INBOX_LANE_COUNT_OFFSET,
+  INBOX_MAX_MESSAGE_OFFSET,
   INBOX_SLOT_SIZE_OFFSET,
+  MAX_LANES,
+  MAX_MESSAGE_LENGTH,
+  MIN_LANES,
+  SLOT_HEADER_LENGTH,
   KIND_OFFSET,
   LAYOUT_VERSION,
   MAGIC_OFFSET,
@@ -220,7 +226,14 @@ export class Segment {
       if (headerLength !== INBOX_HEADER_LENGTH) throw corrupt(where, 'header length', headerLength, INBOX_HEADER_LENGTH);
       if (!validSlotSize(slotSize)) throw corrupt(where, 'slot size', slotSize, `a multiple of 64 in [${MIN_SLOT_SIZE}, ${MAX_SLOT_SIZE}]`);
       if (!validCapacity(capacity)) throw corrupt(where, 'capacity', capacity, `a power of two in [${MIN_CAPACITY}, ${MAX_CAPACITY}]`);
-      const expected = inboxSegmentLength(slotSize, capacity);
+      const lanes = u32[INBOX_LANE_COUNT_OFFSET / WORD]!;
+      if (!(lanes >= MIN_LANES && lanes <= MAX_LANES)) throw corrupt(where, 'lane count', lanes, `${MIN_LANES}..${MAX_LANES}`);
+      // Frame ids (lane * capacity + slot) are u32: the relay puts them on the wire.
+      if (lanes * capacity > 0x1_0000_0000) throw corrupt(where, 'lanes x capacity', lanes * capacity, 'at most 2^32');
+      const maxMessage = u32[INBOX_MAX_MESSAGE_OFFSET / WORD]!;
+      const messageLimit = Math.min(MAX_MESSAGE_LENGTH, capacity * (slotSize - SLOT_HEADER_LENGTH));
+      if (!(maxMessage >= 1 && maxMessage <= messageLimit)) throw corrupt(where, 'max message size', maxMessage, `1..${messageLimit}`);
+      const expected = inboxSegmentLength(slotSize, capacity, lanes);
       if (expected !== length) throw corrupt(where, 'length for its geometry', length, expected);
     } else if (kind === SEGMENT_KIND_DEDUP) {
       const count = u32[DEDUP_ENTRY_COUNT_OFFSET / WORD]!;

@@ -18,7 +18,9 @@ import {
   inboxFileName,
 } from './layout';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE, validateDir, validateNamespace } from './options';
-import { FrameRing, readInboxCounters, type InboxCounters } from './ring';
+import { readInboxCounters, type InboxCounters } from './frame';
+import { InboxConsumer, type LaneSnapshot } from './inbox';
+import { readLaneOwner, type LaneOwnerInfo } from './lane';
 import { Segment, isProcessAlive, unlinkQuiet } from './segment';
 
 export interface EndpointReport extends InboxCounters {
@@ -30,7 +32,12 @@ export interface EndpointReport extends InboxCounters {
   readonly relay: boolean;
   readonly doorbell: string;
   readonly slotSize: number;
+  /** Slots per lane. */
   readonly capacity: number;
+  /** Lanes of the inbox. */
+  readonly lanes: number;
+  /** Each lane producers have taken so far: positions, depth, corrupt, and its owner (racy observer). */
+  readonly lanesInUse: ReadonlyArray<LaneSnapshot & { readonly owner: LaneOwnerInfo }>;
   readonly depth: number;
   readonly parked: boolean;
   /** Loopback port of the endpoint's metrics (relays); 0 = none. */
@@ -93,12 +100,13 @@ function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): Endp
   try {
     segment = Segment.attach(join(dir, inboxFileName(namespace, entry.name)), SEGMENT_KIND_INBOX, 0);
   } catch (err) {
-    const zero = { depth: 0, received: 0, sent: 0, sendRefused: 0, refusedFull: 0, reclaimed: 0, corrupt: 0, discarded: 0, parks: 0, wakeups: 0, parked: false };
+    const zero = { depth: 0, lanes: 0, lanesInUse: [], received: 0, sent: 0, sendRefused: 0, refusedFull: 0, corrupt: 0, corruptLanes: 0, discarded: 0, parks: 0, wakeups: 0, laneTakes: 0, laneReuses: 0, laneRefused: 0, parked: false };
     return { ...base, ...zero, error: (err as Error).message };
   }
   try {
-    const ring = new FrameRing(segment.buffer);
-    return { ...base, depth: ring.depth(), ...readInboxCounters(segment.u32), parked: ring.isParked() };
+    const inbox = new InboxConsumer(segment.buffer);
+    const lanesInUse = inbox.lanes().map((lane) => ({ ...lane, owner: readLaneOwner(segment.i32, segment.u32, lane.lane) }));
+    return { ...base, depth: inbox.depth(), lanes: inbox.laneCount, lanesInUse, ...readInboxCounters(segment.u32), parked: inbox.isParked() };
   } finally {
     segment.unmap();
   }
@@ -188,7 +196,7 @@ export function gc(dir: string, namespace?: string): GcReport {
         let unread = 0;
         try {
           const segment = Segment.attach(path, SEGMENT_KIND_INBOX, 0);
-          unread = Math.max(0, new FrameRing(segment.buffer).depth());
+          unread = new InboxConsumer(segment.buffer).depth();
           segment.unmap();
         } catch {
           // A broken inbox of a dead owner is removed all the same.

@@ -1,0 +1,400 @@
+/**
+ * LaneProducer: the sending side of one lane of an inbox.
+ *
+ * A lane is a single-producer / single-consumer ring of `capacity` slots:
+ *
+ *   tail   written by the lane's owner only: the position of the next frame
+ *   head   written by the inbox's owner only: the position of the next frame to read
+ *   0 <= tail - head <= capacity (u32 arithmetic); slot of position p = p & (capacity - 1)
+ *
+ * Producer: while tail - cachedHead < need, re-read head (acquire); write the
+ *   slots at tail .. tail + n - 1 with plain stores; store tail + n (release).
+ *   A frame is visible when the lane's tail passes it. One store publishes a
+ *   whole batch, or a message that spans several slots.
+ * A producer killed mid-write never published the frame: there is nothing to
+ * reclaim and no timeout, and the next owner of the lane writes over the slot.
+ *
+ * Taking a lane (slow path, first send to an inbox): CAS the owner word
+ * 0 -> -pid, write the start time, store pid. A lane whose owner is dead
+ * (pid gone, or running with another start time) is taken the same way by CAS
+ * from the dead owner's word; its published frames stay and are read first.
+ * A live owner's lane is never taken, so no two producers ever write one lane.
+ * The argument is written out in docs/LAYOUT.md §7.8.
+ *
+ * Doorbell: after the tail store the producer loads the inbox's parked word; if
+ * the consumer is parked it CASes it 1 -> 0 and rings (see inbox.ts for the
+ * other half of the handshake).
+ */
+import { BusError } from './errors';
+import { addSharedU64, OFFER_FULL, OFFER_OK, OFFER_OK_RING, PLAIN_LOAD_AFTER_STORE_IS_ORDERED, type OfferResult, type ProducerStamp } from './frame';
+import {
+  FRAME_FLAG_CONTINUATION,
+  INBOX_CAPACITY_OFFSET,
+  INBOX_LANE_COUNT_OFFSET,
+  INBOX_LANE_REFUSED_OFFSET,
+  INBOX_LANE_REUSES_OFFSET,
+  INBOX_LANE_TAKES_OFFSET,
+  INBOX_LANES_IN_USE_OFFSET,
+  INBOX_MAX_MESSAGE_OFFSET,
+  INBOX_PARKED_OFFSET,
+  INBOX_REFUSED_FULL_OFFSET,
+  INBOX_SLOT_SIZE_OFFSET,
+  INBOX_WAKEUPS_OFFSET,
+  LANE_HEAD_OFFSET,
+  LANE_OWNER_OFFSET,
+  LANE_OWNER_START_TIME_OFFSET,
+  LANE_SPACE_WANTED_OFFSET,
+  LANE_STATE_CORRUPT,
+  LANE_STATE_OFFSET,
+  LANE_TAIL_OFFSET,
+  MAX_PID,
+  SLOT_DESTINATION_INDEX_OFFSET,
+  SLOT_FLAGS_OFFSET,
+  SLOT_HEADER_LENGTH,
+  SLOT_LENGTH_OFFSET,
+  SLOT_MARK_OFFSET,
+  SLOT_MESSAGE_LENGTH_OFFSET,
+  SLOT_SEQUENCE_OFFSET,
+  SLOT_SOURCE_GENERATION_OFFSET,
+  SLOT_SOURCE_INDEX_OFFSET,
+  laneOffset,
+  slotOffset,
+} from './layout';
+
+const WORD = 4;
+const PARKED = INBOX_PARKED_OFFSET / WORD;
+
+/** Is (pid, start time) still a running process? startTime 0: the pid alone decides. */
+export type LivenessCheck = (pid: number, startTime: number) => boolean;
+
+/** Who is taking a lane. */
+export interface LaneOwner {
+  readonly pid: number;
+  readonly startTime: number;
+  readonly isAlive: LivenessCheck;
+}
+
+/** A lane's owner word, decoded (racy observer). */
+export interface LaneOwnerInfo {
+  /** 'free', 'owned', 'taking' (between the CAS and the start-time store) or 'corrupt' (a word no producer writes). */
+  readonly state: 'free' | 'owned' | 'taking' | 'corrupt';
+  readonly pid: number;
+  readonly startTime: number;
+}
+
+/** Decode lane `lane`'s owner word. */
+export function readLaneOwner(i32: Int32Array, u32: Uint32Array, lane: number): LaneOwnerInfo {
+  const base = laneOffset(lane) / WORD;
+  const owner = Atomics.load(i32, base + LANE_OWNER_OFFSET / WORD);
+  const startTime = Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD);
+  if (owner === 0) return { state: 'free', pid: 0, startTime: 0 };
+  if (owner > MAX_PID || owner < -MAX_PID) return { state: 'corrupt', pid: owner, startTime };
+  if (owner < 0) return { state: 'taking', pid: -owner, startTime: 0 };
+  return { state: 'owned', pid: owner, startTime };
+}
+
+export class LaneProducer {
+  readonly lane: number;
+  readonly capacity: number;
+  readonly slotSize: number;
+  /** Largest payload one slot holds. */
+  readonly maxPayload: number;
+  /** Largest message the inbox's owner accepts (may span several slots). */
+  readonly maxMessage: number;
+  /** Set by {@link offerBatch}: the consumer was parked and this producer took the bell. */
+  mustRing = false;
+  private readonly i32: Int32Array;
+  private readonly u32: Uint32Array;
+  private readonly bytes: Uint8Array;
+  private readonly mask: number;
+  private readonly slotWords: number;
+  /** Word index of slot 0 of this lane. */
+  private readonly slot0: number;
+  private readonly ownerWord: number;
+  private readonly tailWord: number;
+  private readonly headWord: number;
+  private readonly stateWord: number;
+  private readonly spaceWord: number;
+  private readonly pid: number;
+  /** Our copy of the lane's tail (we are its only writer). */
+  private tail: number;
+  /** The consumer's head as last read: there is room for at least capacity - (tail - cachedHead) slots. */
+  private cachedHead: number;
+  private released = false;
+
+  private constructor(buffer: ArrayBuffer, lane: number, pid: number) {
+    this.i32 = new Int32Array(buffer);
+    this.u32 = new Uint32Array(buffer);
+    this.bytes = new Uint8Array(buffer);
+    const u32 = this.u32;
+    this.slotSize = u32[INBOX_SLOT_SIZE_OFFSET / WORD]!;
+    this.capacity = u32[INBOX_CAPACITY_OFFSET / WORD]!;
+    this.maxPayload = this.slotSize - SLOT_HEADER_LENGTH;
+    this.maxMessage = u32[INBOX_MAX_MESSAGE_OFFSET / WORD]!;
+    this.mask = this.capacity - 1;
+    this.slotWords = this.slotSize / WORD;
+    this.lane = lane;
+    this.pid = pid;
+    const laneCount = u32[INBOX_LANE_COUNT_OFFSET / WORD]!;
+    this.slot0 = slotOffset(lane, 0, this.slotSize, this.capacity, laneCount) / WORD;
+    const base = laneOffset(lane) / WORD;
+    this.ownerWord = base + LANE_OWNER_OFFSET / WORD;
+    this.tailWord = base + LANE_TAIL_OFFSET / WORD;
+    this.headWord = base + LANE_HEAD_OFFSET / WORD;
+    this.stateWord = base + LANE_STATE_OFFSET / WORD;
+    this.spaceWord = base + LANE_SPACE_WANTED_OFFSET / WORD;
+    this.tail = Atomics.load(u32, this.tailWord);
+    this.cachedHead = Atomics.load(u32, this.headWord);
+  }
+
+  /**
+   * Take a lane of the inbox mapped at `buffer`: a free one if there is one,
+   * else one whose owner is dead. Throws ERR_SHMBUS_NO_LANE (counted in the
+   * inbox) when every lane is held by a live process, and
+   * ERR_SHMBUS_CORRUPT_SEGMENT if the lane taken holds impossible positions.
+   */
+  static take(buffer: ArrayBuffer, owner: LaneOwner): LaneProducer {
+    const i32 = new Int32Array(buffer);
+    const u32 = new Uint32Array(buffer);
+    const laneCount = u32[INBOX_LANE_COUNT_OFFSET / WORD]!;
+    const me = owner.pid;
+    // Free lanes first (no liveness checks: the common case costs one CAS).
+    for (let lane = 0; lane < laneCount; lane++) {
+      const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
+      if (laneCorrupt(u32, lane)) continue;
+      // SYNC POINT: lane owner (CAS 0 -> -pid).
+      if (Atomics.load(i32, word) === 0 && Atomics.compareExchange(i32, word, 0, -me) === 0) return LaneProducer.finishTake(buffer, lane, owner, false);
+    }
+    // Then lanes whose owner has died.
+    for (let lane = 0; lane < laneCount; lane++) {
+      if (laneCorrupt(u32, lane)) continue;
+      const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
+      const info = readLaneOwner(i32, u32, lane);
+      let dead: boolean;
+      if (info.state === 'free') dead = true;
+      else if (info.state === 'owned') dead = info.pid !== me && !owner.isAlive(info.pid, info.startTime);
+      else if (info.state === 'taking') dead = info.pid !== me && !owner.isAlive(info.pid, 0);
+      else dead = false; // an owner word no producer writes: leave the lane alone
+      if (!dead) continue;
+      const expected = info.state === 'free' ? 0 : info.state === 'owned' ? info.pid : -info.pid;
+      if (Atomics.compareExchange(i32, word, expected, -me) === expected) return LaneProducer.finishTake(buffer, lane, owner, info.state !== 'free');
+    }
+    addSharedU64(u32, INBOX_LANE_REFUSED_OFFSET);
+    throw new BusError('ERR_SHMBUS_NO_LANE', `every one of the ${laneCount} lanes of this inbox is held by a live producer (open the destination with more lanes)`);
+  }
+
+  private static finishTake(buffer: ArrayBuffer, lane: number, owner: LaneOwner, reused: boolean): LaneProducer {
+    const i32 = new Int32Array(buffer);
+    const u32 = new Uint32Array(buffer);
+    const base = laneOffset(lane) / WORD;
+    Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD, owner.startTime >>> 0);
+    Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1, Math.floor(owner.startTime / 0x1_0000_0000));
+    // SYNC POINT: lane owner (the start time is visible before the pid).
+    Atomics.store(i32, base + LANE_OWNER_OFFSET / WORD, owner.pid);
+    // SYNC POINT: lanes in use (before the first publish, so a parking consumer that misses it is seen parked by that publish).
+    for (;;) {
+      const inUse = Atomics.load(u32, INBOX_LANES_IN_USE_OFFSET / WORD);
+      if (inUse >= lane + 1 || Atomics.compareExchange(u32, INBOX_LANES_IN_USE_OFFSET / WORD, inUse, lane + 1) === inUse) break;
+    }
+    addSharedU64(u32, INBOX_LANE_TAKES_OFFSET);
+    if (reused) addSharedU64(u32, INBOX_LANE_REUSES_OFFSET);
+    const producer = new LaneProducer(buffer, lane, owner.pid);
+    if (((producer.tail - producer.cachedHead) >>> 0) > producer.capacity) {
+      producer.release();
+      throw corruptLane(lane, producer.tail, producer.cachedHead);
+    }
+    return producer;
+  }
+
+  /** Give the lane back (its published frames stay and are read). Idempotent. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    // SYNC POINT: lane owner (CAS pid -> 0; fails only if the word is not ours any more).
+    Atomics.compareExchange(this.i32, this.ownerWord, this.pid, 0);
+  }
+
+  get isReleased(): boolean {
+    return this.released;
+  }
+
+  /** Word index of slot `position`. */
+  private slotBase(position: number): number {
+    return this.slot0 + (position & this.mask) * this.slotWords;
+  }
+
+  /** Is there room for `need` slots? Re-reads the head only when the cached one says no. */
+  private hasRoom(need: number): boolean {
+    if (((this.tail - this.cachedHead) >>> 0) + need <= this.capacity) return true;
+    this.refreshHead();
+    return ((this.tail - this.cachedHead) >>> 0) + need <= this.capacity;
+  }
+
+  private refreshHead(): void {
+    // SYNC POINT: lane release (acquire: the consumer is done with every slot before head).
+    const head = Atomics.load(this.u32, this.headWord);
+    if (((this.tail - head) >>> 0) > this.capacity || this.u32[this.stateWord] === LANE_STATE_CORRUPT) throw corruptLane(this.lane, this.tail, head);
+    this.cachedHead = head;
+  }
+
+  /** Free slots as far as this producer knows (re-reads the head). */
+  room(): number {
+    this.refreshHead();
+    return this.capacity - ((this.tail - this.cachedHead) >>> 0);
+  }
+
+  /** Slots a message of `length` bytes occupies. */
+  slotsFor(length: number): number {
+    return length <= this.maxPayload ? 1 : Math.ceil(length / this.maxPayload);
+  }
+
+  /**
+   * Write one frame or message (`prefix` + `payload`, the caller has checked
+   * that it fits {@link maxMessage}) and publish it. {@link OFFER_FULL}: not
+   * enough room, nothing written (the caller reports and counts the refusal).
+   */
+  offer(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix?: Uint8Array): OfferResult {
+    const length = payload.length + (prefix === undefined ? 0 : prefix.length);
+    if (length <= this.maxPayload) {
+      if (!this.hasRoom(1)) return OFFER_FULL;
+      this.writeSlot(this.tail, stamp, destinationIndex, sequence, payload, prefix, length);
+      this.tail = (this.tail + 1) >>> 0;
+    } else {
+      const slots = this.slotsFor(length);
+      if (!this.hasRoom(slots)) return OFFER_FULL;
+      this.writeMessage(stamp, destinationIndex, sequence, payload, prefix, length, slots);
+      this.tail = (this.tail + slots) >>> 0;
+    }
+    return this.publish() ? OFFER_OK_RING : OFFER_OK;
+  }
+
+  /**
+   * Write `payloads[start .. start+count)` (each fits one slot; the caller has
+   * checked) with consecutive sequences from `sequence`, as many as there is
+   * room for, and publish them with one store. Returns how many were written;
+   * {@link mustRing} says whether the caller must ring the doorbell.
+   */
+  offerBatch(stamp: ProducerStamp, destinationIndex: number, sequence: number, payloads: readonly Uint8Array[], start: number, count: number): number {
+    this.mustRing = false;
+    let room = this.capacity - ((this.tail - this.cachedHead) >>> 0);
+    if (room < count) {
+      this.refreshHead();
+      room = this.capacity - ((this.tail - this.cachedHead) >>> 0);
+    }
+    const n = room < count ? room : count;
+    if (n <= 0) return 0;
+    let tail = this.tail;
+    for (let k = 0; k < n; k++) {
+      const payload = payloads[start + k]!;
+      this.writeSlot(tail, stamp, destinationIndex, (sequence + k) >>> 0, payload, undefined, payload.length);
+      tail = (tail + 1) >>> 0;
+    }
+    this.tail = tail;
+    this.mustRing = this.publish();
+    return n;
+  }
+
+  /** Count a refused frame in the inbox (the producer that reports the refusal). */
+  countRefused(n = 1): void {
+    addSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET, n);
+  }
+
+  private writeSlot(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number): void {
+    const base = this.slotBase(position);
+    const u32 = this.u32;
+    const bytes = this.bytes;
+    let at = base * WORD + SLOT_HEADER_LENGTH;
+    u32[base + SLOT_LENGTH_OFFSET / WORD] = length;
+    u32[base + SLOT_FLAGS_OFFSET / WORD] = (stamp.flags & 0xffff) | (stamp.sourceHost << 16);
+    u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
+    u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
+    u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
+    u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
+    u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = length;
+    u32[base + SLOT_MARK_OFFSET / WORD] = 0;
+    if (prefix !== undefined) {
+      bytes.set(prefix, at);
+      at += prefix.length;
+    }
+    const n = payload.length;
+    if (n <= 16) {
+      for (let k = 0; k < n; k++) bytes[at + k] = payload[k]!;
+    } else {
+      bytes.set(payload, at);
+    }
+  }
+
+  /** Write a message of `length` bytes over `slots` consecutive slots from the tail (not published). */
+  private writeMessage(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number, slots: number): void {
+    const u32 = this.u32;
+    const bytes = this.bytes;
+    const max = this.maxPayload;
+    const prefixLength = prefix === undefined ? 0 : prefix.length;
+    let taken = 0; // bytes of payload written so far
+    for (let k = 0; k < slots; k++) {
+      const base = this.slotBase((this.tail + k) >>> 0);
+      const here = k === slots - 1 ? length - k * max : max;
+      u32[base + SLOT_LENGTH_OFFSET / WORD] = here;
+      u32[base + SLOT_FLAGS_OFFSET / WORD] = ((stamp.flags | (k === 0 ? 0 : FRAME_FLAG_CONTINUATION)) & 0xffff) | (stamp.sourceHost << 16);
+      u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
+      u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
+      u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
+      u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
+      u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = length;
+      u32[base + SLOT_MARK_OFFSET / WORD] = 0;
+      let at = base * WORD + SLOT_HEADER_LENGTH;
+      let left = here;
+      if (k === 0 && prefix !== undefined) {
+        bytes.set(prefix, at);
+        at += prefixLength;
+        left -= prefixLength;
+      }
+      bytes.set(payload.subarray(taken, taken + left), at);
+      taken += left;
+    }
+  }
+
+  /**
+   * Publish everything written up to our tail. Returns true when the consumer
+   * was parked and this producer took the bell (it must ring).
+   */
+  private publish(): boolean {
+    const i32 = this.i32;
+    // SYNC POINT: lane publish (release; the store is also the full fence of the parked handshake).
+    Atomics.store(this.u32, this.tailWord, this.tail);
+    // SYNC POINT: parked (producer side: load after the publish).
+    const parked = PLAIN_LOAD_AFTER_STORE_IS_ORDERED ? i32[PARKED]! : Atomics.load(i32, PARKED);
+    if (parked !== 0 && Atomics.compareExchange(i32, PARKED, 1, 0) === 1) {
+      addSharedU64(this.u32, INBOX_WAKEUPS_OFFSET);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Before waiting for room: announce it (the consumer clears the flag and
+   * wakes the head futex when it next releases slots of this lane). Returns the
+   * head to wait on (FUTEX_WAIT while head still equals it), or -1 when there
+   * is room for `need` slots after all.
+   */
+  prepareSpaceWait(need: number): number {
+    // SYNC POINT: space wanted (producer: store the flag, then load the head).
+    Atomics.store(this.u32, this.spaceWord, 1);
+    this.refreshHead();
+    if (((this.tail - this.cachedHead) >>> 0) + need <= this.capacity) return -1;
+    return this.cachedHead;
+  }
+
+  /** Byte offset of this lane's head word (the futex a producer waiting for room sleeps on). */
+  get headByteOffset(): number {
+    return this.headWord * WORD;
+  }
+}
+
+function laneCorrupt(u32: Uint32Array, lane: number): boolean {
+  return Atomics.load(u32, (laneOffset(lane) + LANE_STATE_OFFSET) / WORD) === LANE_STATE_CORRUPT;
+}
+
+function corruptLane(lane: number, tail: number, head: number): BusError {
+  return new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `lane ${lane} of the destination inbox is corrupt (tail ${tail}, head ${head}): it has been set aside; send again to take another lane`);
+}
