@@ -4,6 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus } from '../src/index';
+import { Segment } from '../src/segment';
+import { LANE_TAIL_OFFSET, SEGMENT_KIND_INBOX, inboxFileName, laneOffset } from '../src/layout';
 import { cleanupAll, filesIn, shmDir, spawnChild, uniqueNamespace } from './_helpers';
 
 const CLI = join(__dirname, '..', 'src', 'cli.ts');
@@ -31,7 +33,8 @@ cli('stat lists every endpoint with pid, liveness, depth and counters', async ()
   assert.match(text.stdout, new RegExp(`namespace ${ns}`));
   const line = (name: string) => text.stdout.split('\n').find((l) => l.startsWith(`${name} `)) ?? '';
   assert.match(line('alpha'), new RegExp(`\\b${process.pid}\\b.*yes`));
-  assert.match(line('beta'), /8\/8/);
+  // depth 8, then lanes: 1 of 16 taken, 8 slots each.
+  assert.match(line('beta'), /\b8\s+1\/16x8\b/);
   assert.match(line('ghost'), /DEAD/);
   const json = shmbus('stat', '--namespace', ns, '--dir', dir, '--json');
   const [report] = JSON.parse(json.stdout) as Array<{ endpoints: Array<Record<string, unknown>> }>;
@@ -39,6 +42,10 @@ cli('stat lists every endpoint with pid, liveness, depth and counters', async ()
   assert.is(beta.depth, 8);
   assert.is(beta.capacity, 8);
   assert.is(beta.refusedFull, 1);
+  assert.is(beta.lanes, 16);
+  const lanes = beta.lanesInUse as Array<{ lane: number; depth: number; corrupt: boolean; owner: { state: string; pid: number } }>;
+  assert.is(lanes.length, 1);
+  assert.equal([lanes[0]!.lane, lanes[0]!.depth, lanes[0]!.corrupt, lanes[0]!.owner.state, lanes[0]!.owner.pid], [0, 8, false, 'owned', process.pid]);
   assert.is(report!.endpoints.find((e) => e.name === 'alpha')!.sent, 8);
   assert.is(report!.endpoints.find((e) => e.name === 'alpha')!.sendRefused, 1);
   assert.is(report!.endpoints.find((e) => e.name === 'ghost')!.alive, false);
@@ -62,6 +69,39 @@ cli('gc keeps live endpoints and removes orphan inboxes', async () => {
   assert.ok(report.kept.some((p) => p.endsWith('.live.inbox')));
   assert.ok(live.sendToLocal('live', Uint8Array.of(1)), 'the live endpoint still works');
   await live.close();
+  assert.equal(filesIn(dir), []);
+});
+
+cli('stat shows a lane set aside as corrupt and producers refused for want of a lane', async () => {
+  const dir = shmDir();
+  const ns = uniqueNamespace();
+  const sink = await Bus.open({ name: 'sink', namespace: ns, dir, capacity: 8, lanes: 2 });
+  const p1 = await Bus.open({ name: 'p1', namespace: ns, dir });
+  const p2 = await Bus.open({ name: 'p2', namespace: ns, dir });
+  const p3 = await Bus.open({ name: 'p3', namespace: ns, dir });
+  assert.ok(p1.sendToLocal('sink', Uint8Array.of(1)));
+  assert.ok(p2.sendToLocal('sink', Uint8Array.of(2)));
+  try {
+    p3.sendToLocal('sink', Uint8Array.of(3));
+    assert.unreachable('both lanes are held by live producers');
+  } catch (err) {
+    assert.is((err as { code?: string }).code, 'ERR_SHMBUS_NO_LANE');
+  }
+  // Corrupt lane 0's tail (as a stray write would): out of bounds for its head.
+  const segment = Segment.attach(join(dir, inboxFileName(ns, 'sink')), SEGMENT_KIND_INBOX);
+  Atomics.store(segment.u32, (laneOffset(0) + LANE_TAIL_OFFSET) / 4, 1000);
+  segment.unmap();
+  const got: number[] = [];
+  let frame;
+  while ((frame = sink.recvFromLocal()) !== null) got.push(frame.payload[0]!);
+  assert.equal(got, [2], 'the other lane keeps flowing');
+  assert.is(sink.stats().corruptLanes, 1);
+  const text = shmbus('stat', '--namespace', ns, '--dir', dir);
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout, /sink: lane 0 CORRUPT/);
+  assert.match(text.stdout, /sink: 1 producer\(s\) refused: every lane taken/);
+  // Its producer learns it at its next refill, and a new lane serves it afterwards... none is free here: p2 holds lane 1.
+  for (const b of [p1, p2, p3, sink]) await b.close();
   assert.equal(filesIn(dir), []);
 });
 

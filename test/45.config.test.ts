@@ -107,7 +107,8 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
     metrics: undefined,
     doorbellPort: 0,
     inboxSlotSize: 1088,
-    inboxCapacity: 4096,
+    inboxCapacity: 1024,
+    inboxLanes: 64,
   });
   assert.equal([...config.hosts.keys()], ['alpha', 'beta']);
   assert.is(config.hosts.get('alpha'), config.self);
@@ -338,6 +339,8 @@ const CASES: Array<[string, (c: Raw) => void, string, string?]> = [
   ['a relative dir', (c) => (c.hosts.alpha.dir = 'shm'), 'hosts.alpha.dir'],
   ['an inbox slot size that is not a multiple of 64', (c) => (c.hosts.alpha.inboxSlotSize = 1000), 'hosts.alpha.inboxSlotSize'],
   ['an inbox capacity that is not a power of two', (c) => (c.hosts.alpha.inboxCapacity = 1000), 'hosts.alpha.inboxCapacity'],
+  ['no lanes in the relay inbox', (c) => (c.hosts.alpha.inboxLanes = 0), 'hosts.alpha.inboxLanes'],
+  ['more lanes than an inbox has', (c) => (c.hosts.alpha.inboxLanes = 4097), 'hosts.alpha.inboxLanes'],
   ['a doorbell port above 65535', (c) => (c.hosts.alpha.doorbellPort = 65536), 'hosts.alpha.doorbellPort'],
   ['a negative doorbell port', (c) => (c.hosts.alpha.doorbellPort = -1), 'hosts.alpha.doorbellPort'],
   ['a fractional doorbell port', (c) => (c.hosts.alpha.doorbellPort = 1.5), 'hosts.alpha.doorbellPort'],
