@@ -3,9 +3,14 @@
  * is the host's outbound ring, and the producer side that writes frames from
  * other hosts into local inboxes.
  *
- * Outbound frames are read with FrameRing.scan (no release): each stays in
- * shared memory until the peer relay acks it, so a relay killed and restarted
- * (it takes its dead predecessor's inbox over) sends every unacked frame again.
+ * The outbound inbox is a set of lanes, one per local process sending to
+ * other hosts. Frames are read with InboxConsumer.scan (no release): each
+ * stays in its lane until the peer relay acks it; acks finish frames in any
+ * order (a mark in the slot, plain store) and each lane's head moves over its
+ * finished prefix once per ACK message (one store per lane, not per frame). A
+ * relay killed and restarted (it takes its dead predecessor's inbox over)
+ * sends every frame not yet finished again. Frames from other hosts are
+ * written into local inboxes through the one lane this relay holds in each.
  * The doorbell is a UDP datagram on loopback, rung by a producer only when the
  * relay has parked.
  */

@@ -51,13 +51,11 @@ export class Routes {
     return route.live && this.directory.generationOf(route.entry.index) === route.entry.generation;
   }
 
-  /** The cached route to `name` if it is still valid; else null (and the stale one is dropped). */
+  /** The cached route to `name` if it is still valid; else null (a stale one is kept until {@link resolve} decides). */
   get(name: string): Route | null {
     const cached = this.cache.get(name);
-    if (cached === undefined) return null;
-    if (this.isCurrent(cached)) return cached;
-    this.drop(cached);
-    return null;
+    if (cached === undefined || !this.isCurrent(cached)) return null;
+    return cached;
   }
 
   /**
@@ -69,17 +67,35 @@ export class Routes {
   resolve(name: string): Route {
     if (typeof name !== 'string') throw new BusError('ERR_SHMBUS_INVALID_OPTION', `destination must be a string; received ${typeof name}`);
     const stale = this.cache.get(name);
-    if (stale !== undefined) this.drop(stale);
     let entry = this.directory.lookup(name);
     if (entry === null && this.directory.removed) {
       this.directory.refresh();
       entry = this.directory.lookup(name);
     }
     if (entry === null) {
+      if (stale !== undefined) this.drop(stale);
       if (name !== RELAY_ENDPOINT_NAME) validateName(name, 'destination');
       throw new BusError('ERR_SHMBUS_UNKNOWN_DESTINATION', `no endpoint "${name}" in namespace "${this.namespace}"`);
     }
-    const segment = Segment.attach(join(this.dir, inboxFileName(this.namespace, name)), SEGMENT_KIND_INBOX);
+    let segment: Segment;
+    try {
+      segment = Segment.attach(join(this.dir, inboxFileName(this.namespace, name)), SEGMENT_KIND_INBOX);
+    } catch (err) {
+      if (stale !== undefined) this.drop(stale);
+      throw err;
+    }
+    if (stale !== undefined) {
+      if (stale.live && stale.segment.epoch === segment.epoch) {
+        // A successor took the name over and kept the inbox (same file): keep our lane in it, so
+        // this source's frames stay in one lane, in order.
+        segment.unmap();
+        const route: Route = { ...stale, entry };
+        stale.live = false;
+        this.cache.set(name, route);
+        return route;
+      }
+      this.drop(stale);
+    }
     let lane: LaneProducer;
     try {
       lane = LaneProducer.take(segment.buffer, this.owner);
