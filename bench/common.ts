@@ -38,11 +38,11 @@ export interface RoleArgs {
   batch?: number;
   /** Stream sockets (uds.ts): 'uds' (default, at `path`) or 'tcp' (127.0.0.1; the server picks the port and reports it in its ready message). */
   transport?: 'uds' | 'tcp';
-  /** UDS: socket path. */
+  /** UDS: socket path; plain JS ring (jsring.ts): its segment file in /dev/shm. */
   path?: string;
   /** TCP: the server's port (set by the runner from the server's ready message). */
   port?: number;
-  /** shmbus: namespace, inbox geometry. */
+  /** shmbus: namespace, inbox geometry (plain JS ring: `capacity` only). */
   namespace?: string;
   slotSize?: number;
   capacity?: number;

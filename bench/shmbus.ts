@@ -9,12 +9,29 @@
  *   ping        owns "cli"; sends to "srv", busy-polls recvBatch for the reply
  *   echoParked  like echo, but receives with `for await (const f of bus.frames())` (parks on the doorbell)
  *   pingParked  like ping, but waits for the reply with the same iterator (parks on the doorbell)
+ *
+ * Every send goes through {@link senderTo}, the one place that names the send
+ * calls of the Bus API.
  */
 import { Bus, type FrameView } from '../src/index';
 import { KIND_END, KIND_MEASURED, Phases, ThroughputChecker, Watchdog, childMain, filler, readSeq, rttResult, stamp, tell, waitForGo, type RoleArgs } from './common';
 
 function open(args: RoleArgs, name: string): Bus {
   return Bus.openSync({ name, namespace: args.namespace!, slotSize: args.slotSize!, capacity: args.capacity! });
+}
+
+/** What a row sends through: one destination; a frame, or `count` frames of `payloads` from `start`. */
+interface Sender {
+  send(payload: Uint8Array): boolean;
+  sendBatch(payloads: readonly Uint8Array[], start: number, count: number): number;
+}
+
+/**
+ * THE SEND CALL: the only place the shmbus rows get the Bus's send API — the
+ * per-destination handle, as an application's hot loop would hold it.
+ */
+function senderTo(bus: Bus, to: string): Sender {
+  return bus.sender(to);
 }
 
 /** Throughput receiver: busy-polls its inbox until every producer has sent its end frame. */
@@ -35,6 +52,7 @@ async function sink(args: RoleArgs): Promise<void> {
 async function source(args: RoleArgs): Promise<void> {
   const id = args.id ?? 0;
   const bus = open(args, `tx${id}`);
+  const rx = senderTo(bus, 'rx');
   const size = args.size;
   const batch = args.batch ?? 1;
   const payloads: Uint8Array[] = [];
@@ -49,7 +67,7 @@ async function source(args: RoleArgs): Promise<void> {
     for (;;) {
       const kind = phases.kind(seq);
       stamp(payload, 0, size, seq, kind, id);
-      while (!bus.sendToLocal('rx', payload)) {
+      while (!rx.send(payload)) {
         refused++;
         dog.check();
       }
@@ -72,7 +90,7 @@ async function source(args: RoleArgs): Promise<void> {
       }
       let sent = 0;
       while (sent < n) {
-        const k = bus.sendToLocalBatch('rx', payloads, sent, n - sent);
+        const k = rx.sendBatch(payloads, sent, n - sent);
         if (k === 0) {
           refused++;
           dog.check();
@@ -88,6 +106,7 @@ async function source(args: RoleArgs): Promise<void> {
 /** Busy-poll ping-pong server. */
 async function echo(args: RoleArgs): Promise<void> {
   const bus = open(args, 'srv');
+  const cli = senderTo(bus, 'cli');
   let expected = 0;
   let errors = 0;
   let echoed = 0;
@@ -98,7 +117,7 @@ async function echo(args: RoleArgs): Promise<void> {
     const seq = readSeq(bytes, offset);
     if (seq !== expected || view.length !== args.size || bytes[offset + view.length - 1] !== (seq & 0xff)) errors++;
     expected = (seq + 1) >>> 0;
-    while (!bus.sendToLocal('cli', view.payload)) dog.check();
+    while (!cli.send(view.payload)) dog.check();
     echoed++;
     if (bytes[offset + 4] === KIND_END) end = true;
   };
@@ -112,6 +131,7 @@ async function echo(args: RoleArgs): Promise<void> {
 /** Busy-poll ping-pong client. */
 async function ping(args: RoleArgs): Promise<void> {
   const bus = open(args, 'cli');
+  const srv = senderTo(bus, 'srv');
   const size = args.size;
   const payload = filler(size);
   const samples = new Float64Array(args.maxCount + 1);
@@ -132,7 +152,7 @@ async function ping(args: RoleArgs): Promise<void> {
     if (kind !== 0 && measureStart === 0) measureStart = performance.now();
     stamp(payload, 0, size, seq, kind, 0);
     const t0 = performance.now();
-    while (!bus.sendToLocal('srv', payload)) dog.check();
+    while (!srv.send(payload)) dog.check();
     while (bus.recvBatch(onReply, 1) === 0) dog.check();
     const t1 = performance.now();
     if (kind === KIND_MEASURED || kind === KIND_END) samples[count++] = t1 - t0;
@@ -148,6 +168,7 @@ async function ping(args: RoleArgs): Promise<void> {
 /** Parked ping-pong server: the event-driven receive (async iterator over the doorbell). */
 async function echoParked(args: RoleArgs): Promise<void> {
   const bus = open(args, 'srv');
+  const cli = senderTo(bus, 'cli');
   let expected = 0;
   let errors = 0;
   let echoed = 0;
@@ -157,7 +178,7 @@ async function echoParked(args: RoleArgs): Promise<void> {
     const seq = readSeq(p, 0);
     if (seq !== expected || p.length !== args.size || p[p.length - 1] !== (seq & 0xff)) errors++;
     expected = (seq + 1) >>> 0;
-    while (!bus.sendToLocal('cli', p)) {}
+    while (!cli.send(p)) {}
     echoed++;
     if (p[4] === KIND_END) break;
   }
@@ -168,6 +189,7 @@ async function echoParked(args: RoleArgs): Promise<void> {
 /** Parked ping-pong client: sends, then awaits the reply from the same async iterator. */
 async function pingParked(args: RoleArgs): Promise<void> {
   const bus = open(args, 'cli');
+  const srv = senderTo(bus, 'srv');
   const size = args.size;
   const payload = filler(size);
   const samples = new Float64Array(args.maxCount + 1);
@@ -183,7 +205,7 @@ async function pingParked(args: RoleArgs): Promise<void> {
     if (kind !== 0 && measureStart === 0) measureStart = performance.now();
     stamp(payload, 0, size, seq, kind, 0);
     const t0 = performance.now();
-    while (!bus.sendToLocal('srv', payload)) {}
+    while (!srv.send(payload)) {}
     const next = await replies.next();
     const t1 = performance.now();
     if (next.done) throw new Error('pingParked: bus closed');
