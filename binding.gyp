@@ -4,6 +4,7 @@
       "target_name": "shmbus",
       "sources": [
         "native/addon.cc",
+        "native/barrier.cc",
         "native/doorbell.cc",
         "native/errors.cc",
         "native/segment.cc",

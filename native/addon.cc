@@ -3,6 +3,7 @@
 
 #include <napi.h>
 
+#include "barrier.h"
 #include "doorbell.h"
 #include "segment.h"
 #include "wait.h"
@@ -22,6 +23,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createWaiter", Napi::Function::New(env, shmbus::CreateWaiter, "createWaiter"));
   exports.Set("processStartTime", Napi::Function::New(env, shmbus::ProcessStartTime, "processStartTime"));
   exports.Set("udpDoorbell", Napi::Function::New(env, shmbus::UdpDoorbell, "udpDoorbell"));
+  exports.Set("membarrierRegister", Napi::Function::New(env, shmbus::MembarrierRegister, "membarrierRegister"));
+  exports.Set("membarrierGlobal", Napi::Function::New(env, shmbus::MembarrierGlobal, "membarrierGlobal"));
   return exports;
 }
 

@@ -30,17 +30,6 @@ export const OFFER_OK_RING = 2;
 export type OfferResult = typeof OFFER_FULL | typeof OFFER_OK | typeof OFFER_OK_RING;
 
 /**
- * On x86-64 (TSO) a plain typed-array load is what a sequentially consistent
- * load compiles to (MOV), and V8 does not move a typed-array access across the
- * builtin call of an `Atomics` operation. Where that holds, a load that follows
- * an `Atomics.store` in program order may be plain and still close the
- * store-then-load (Dekker) handshakes of LAYOUT.md §7 — saving a ~10 ns builtin
- * call per frame. Elsewhere (arm64: STLR does not order a later LDR) such loads
- * use `Atomics.load`.
- */
-export const PLAIN_LOAD_AFTER_STORE_IS_ORDERED = process.arch === 'x64' || process.arch === 'ia32';
-
-/**
  * One frame as seen by a consumer, valid only inside the handler call that
  * received it (the slot is released when the handler returns). A flyweight:
  * the same object is reused for every frame of a poll. A message that spans

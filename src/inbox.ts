@@ -25,7 +25,8 @@
  * cannot be valid is set aside (marked corrupt, counted) and the other lanes
  * keep flowing.
  */
-import { addU64, FrameView, PLAIN_LOAD_AFTER_STORE_IS_ORDERED, type FrameHandler } from './frame';
+import { heavyBarrier, LIGHT_FENCES } from './barrier';
+import { addU64, FrameView, type FrameHandler } from './frame';
 import {
   FRAME_FLAG_CONTINUATION,
   FRAME_FLAGS_WITH_ADDRESS,
@@ -170,8 +171,9 @@ export class InboxConsumer {
    * lane aside as corrupt.
    */
   private available(lane: number, from: number): number {
-    // SYNC POINT: lane publish (acquire: the slots before tail are written).
-    const tail = Atomics.load(this.u32, this.laneWord(lane, LANE_TAIL_OFFSET));
+    const tailWord = this.laneWord(lane, LANE_TAIL_OFFSET);
+    // SYNC POINT: lane publish (acquire: the slots before tail are written; a plain load is an acquire load on x86-64).
+    const tail = LIGHT_FENCES ? this.u32[tailWord]! : Atomics.load(this.u32, tailWord);
     const ahead = (tail - this.heads[lane]!) >>> 0;
     if (ahead > this.capacity) {
       this.setAside(lane);
@@ -192,11 +194,19 @@ export class InboxConsumer {
   private storeHead(lane: number, head: number): void {
     this.heads[lane] = head;
     const headWord = this.laneWord(lane, LANE_HEAD_OFFSET);
-    // SYNC POINT: lane release (release: we are done with every slot before head).
-    Atomics.store(this.u32, headWord, head);
-    // SYNC POINT: space wanted (consumer: load after the head store).
     const spaceWord = this.laneWord(lane, LANE_SPACE_WANTED_OFFSET);
-    const wanted = PLAIN_LOAD_AFTER_STORE_IS_ORDERED ? this.u32[spaceWord]! : Atomics.load(this.u32, spaceWord);
+    let wanted: number;
+    if (LIGHT_FENCES) {
+      // SYNC POINT: lane release (release: a plain store on x86-64, after our reads of the slots).
+      this.u32[headWord] = head;
+      // SYNC POINT: space wanted (consumer, light side: a waiting producer's membarrier orders this load after our store).
+      wanted = this.u32[spaceWord]!;
+    } else {
+      // SYNC POINT: lane release (sequentially consistent: also the fence of the space handshake).
+      Atomics.store(this.u32, headWord, head);
+      // SYNC POINT: space wanted (consumer side: load after the head store).
+      wanted = Atomics.load(this.u32, spaceWord);
+    }
     if (wanted !== 0) {
       Atomics.store(this.u32, spaceWord, 0);
       this.wakeSpace(headWord * WORD);
@@ -472,8 +482,9 @@ export class InboxConsumer {
    */
   prepareToPark(): boolean {
     const i32 = this.i32;
-    // SYNC POINT: parked (consumer side: store, then load lanes in use and every tail).
+    // SYNC POINT: parked (consumer, heavy side: store, barrier, then load lanes in use and every tail).
     Atomics.store(i32, PARKED, 1);
+    heavyBarrier();
     if (this.hasFrame()) {
       Atomics.store(i32, PARKED, 0);
       return false;

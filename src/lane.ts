@@ -26,7 +26,8 @@
  * other half of the handshake).
  */
 import { BusError } from './errors';
-import { addSharedU64, OFFER_FULL, OFFER_OK, OFFER_OK_RING, PLAIN_LOAD_AFTER_STORE_IS_ORDERED, type OfferResult, type ProducerStamp } from './frame';
+import { heavyBarrier, LIGHT_FENCES } from './barrier';
+import { addSharedU64, OFFER_FULL, OFFER_OK, OFFER_OK_RING, type OfferResult, type ProducerStamp } from './frame';
 import {
   FRAME_FLAG_CONTINUATION,
   INBOX_CAPACITY_OFFSET,
@@ -360,10 +361,18 @@ export class LaneProducer {
    */
   private publish(): boolean {
     const i32 = this.i32;
-    // SYNC POINT: lane publish (release; the store is also the full fence of the parked handshake).
-    Atomics.store(this.u32, this.tailWord, this.tail);
-    // SYNC POINT: parked (producer side: load after the publish).
-    const parked = PLAIN_LOAD_AFTER_STORE_IS_ORDERED ? i32[PARKED]! : Atomics.load(i32, PARKED);
+    let parked: number;
+    if (LIGHT_FENCES) {
+      // SYNC POINT: lane publish (release: a plain store on x86-64, after the slot stores).
+      this.u32[this.tailWord] = this.tail;
+      // SYNC POINT: parked (producer, light side: the parking consumer's membarrier orders this load after our store).
+      parked = i32[PARKED]!;
+    } else {
+      // SYNC POINT: lane publish (sequentially consistent: also the fence of the parked handshake).
+      Atomics.store(this.u32, this.tailWord, this.tail);
+      // SYNC POINT: parked (producer side: load after the publish).
+      parked = Atomics.load(i32, PARKED);
+    }
     if (parked !== 0 && Atomics.compareExchange(i32, PARKED, 1, 0) === 1) {
       addSharedU64(this.u32, INBOX_WAKEUPS_OFFSET);
       return true;
@@ -378,8 +387,9 @@ export class LaneProducer {
    * is room for `need` slots after all.
    */
   prepareSpaceWait(need: number): number {
-    // SYNC POINT: space wanted (producer: store the flag, then load the head).
+    // SYNC POINT: space wanted (producer, heavy side: store the flag, barrier, then load the head).
     Atomics.store(this.u32, this.spaceWord, 1);
+    heavyBarrier();
     this.refreshHead();
     if (((this.tail - this.cachedHead) >>> 0) + need <= this.capacity) return -1;
     return this.cachedHead;

@@ -92,6 +92,17 @@ export interface NativeBinding {
    * ECONNREFUSED); other errors throw (syscall `sendto` or `socket`).
    */
   udpDoorbell(port: number, byte: number): boolean;
+  /**
+   * `membarrier(MEMBARRIER_CMD_QUERY)` then `REGISTER_GLOBAL_EXPEDITED`: true
+   * when this process now takes part in every process's global expedited
+   * barrier; false when the kernel or a seccomp filter does not offer it.
+   */
+  membarrierRegister(): boolean;
+  /**
+   * `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: on return every running
+   * thread of every registered process has executed a full memory barrier.
+   */
+  membarrierGlobal(): void;
 }
 
 import { existsSync } from 'node:fs';
