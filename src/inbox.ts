@@ -51,6 +51,7 @@ import {
   SLOT_HEADER_LENGTH,
   SLOT_LENGTH_OFFSET,
   SLOT_MARK_DONE,
+  SLOT_MARK_SKIPPED,
   SLOT_MARK_OFFSET,
   SLOT_MESSAGE_LENGTH_OFFSET,
   SLOT_SEQUENCE_OFFSET,
@@ -282,7 +283,7 @@ export class InboxConsumer {
         const slots = this.decode(lane, cursor, avail);
         if (slots === INVALID) {
           corrupt++;
-          this.u32[base + SLOT_MARK_OFFSET / WORD] = SLOT_MARK_DONE;
+          this.u32[base + SLOT_MARK_OFFSET / WORD] = SLOT_MARK_SKIPPED;
           this.markDirty(lane);
           cursor = (cursor + 1) >>> 0;
           avail--;
@@ -351,7 +352,12 @@ export class InboxConsumer {
       let head = this.heads[lane]!;
       while (head !== cursor) {
         const base = this.slotBase(lane, head);
-        if (this.u32[base + SLOT_MARK_OFFSET / WORD] !== SLOT_MARK_DONE) break;
+        const mark = this.u32[base + SLOT_MARK_OFFSET / WORD];
+        if (mark === SLOT_MARK_SKIPPED) {
+          head = (head + 1) >>> 0;
+          continue;
+        }
+        if (mark !== SLOT_MARK_DONE) break;
         // A finished frame's header was checked when it was read; a long message passes as one.
         const length = this.u32[base + SLOT_LENGTH_OFFSET / WORD]!;
         const message = this.u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD]!;
@@ -369,6 +375,7 @@ export class InboxConsumer {
     const position = this.positionOf(id);
     if (position < 0) return null;
     const lane = Math.floor(id / this.capacity);
+    if (this.u32[this.slotBase(lane, position) + SLOT_MARK_OFFSET / WORD] !== 0) return null; // finished already
     const avail = (this.cursors[lane]! - position) >>> 0;
     return this.decode(lane, position, avail) === INVALID ? null : this.view;
   }

@@ -213,6 +213,8 @@ export const SLOT_MARK_OFFSET = 28;
 export const SLOT_HEADER_LENGTH = 32;
 /** Value of the consumer mark for a frame that has been finished (acked) but not yet passed by the lane's head. */
 export const SLOT_MARK_DONE = 1;
+/** Value of the consumer mark for a slot skipped as invalid (counted as corrupt, not as received). */
+export const SLOT_MARK_SKIPPED = 2;
 
 /**
  * The frame arrived through the transit relay from another host. Its payload

@@ -131,15 +131,15 @@ export class Sender {
    * as a message of its own, in order.
    */
   sendBatch(payloads: readonly Payload[], start = 0, count = payloads.length - start): number {
+    const bytes = new Array<Uint8Array>(count);
+    for (let k = 0; k < count; k++) bytes[k] = toBytes(payloads[start + k]);
     const route = this.current();
     const lane = route.lane;
-    const bytes = new Array<Uint8Array>(count);
     let allFit = this.prefix === undefined;
     for (let k = 0; k < count; k++) {
-      const b = toBytes(payloads[start + k]);
-      this.checkSize(route, b.length);
-      if (b.length > lane.maxPayload) allFit = false;
-      bytes[k] = b;
+      const length = bytes[k]!.length;
+      this.checkSize(route, length);
+      if (length > lane.maxPayload) allFit = false;
     }
     if (!allFit) return this.sendEach(route, bytes);
     let written: number;

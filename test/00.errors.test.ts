@@ -44,4 +44,18 @@ errors('errors of other shapes pass through unchanged', () => {
   assert.throws(() => fromNative(plain, 'x'), (e: unknown) => e === plain);
 });
 
+errors('codes are append-only: every published code stays, and the lane codes are there', () => {
+  const published = [
+    // Layout 1.
+    'ERR_SHMBUS_INVALID_OPTION', 'ERR_SHMBUS_UNKNOWN_DESTINATION', 'ERR_SHMBUS_FRAME_TOO_LARGE', 'ERR_SHMBUS_NAME_IN_USE',
+    'ERR_SHMBUS_DIRECTORY_FULL', 'ERR_SHMBUS_NOT_A_SEGMENT', 'ERR_SHMBUS_LAYOUT_MISMATCH', 'ERR_SHMBUS_CORRUPT_SEGMENT',
+    'ERR_SHMBUS_CLOSED', 'ERR_SHMBUS_SYSTEM', 'ERR_SHMBUS_UNSUPPORTED_RUNTIME', 'ERR_SHMBUS_LOCK_TIMEOUT',
+    'ERR_SHMBUS_DESTINATION_DEAD', 'ERR_SHMBUS_INVALID_CONFIG', 'ERR_SHMBUS_RELAY_UNAVAILABLE', 'ERR_SHMBUS_CLAIM_RECLAIMED',
+    // Layout 2 (lanes).
+    'ERR_SHMBUS_INVALID_PAYLOAD', 'ERR_SHMBUS_NO_LANE',
+  ];
+  for (const code of published) assert.ok(code in ERROR_TABLE, `${code} was removed or renamed`);
+  assert.is(new BusError('ERR_SHMBUS_NO_LANE', 'x').code, 'ERR_SHMBUS_NO_LANE');
+});
+
 errors.run();

@@ -1,11 +1,25 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus, type BusOptions } from '../src/index';
-import { FrameView } from '../src/ring';
-import { VERSION_OFFSET, INBOX_CAPACITY_OFFSET, directoryFileName, inboxFileName } from '../src/layout';
-import { cleanupAll, deadline, filesIn, shmDir, uniqueNamespace } from './_helpers';
+import type { FrameView } from '../src/frame';
+import {
+  CREATOR_PID_OFFSET,
+  HEADER_LENGTH_OFFSET,
+  INBOX_CAPACITY_OFFSET,
+  INBOX_SLOT_SIZE_OFFSET,
+  KIND_OFFSET,
+  MAGIC_OFFSET,
+  SEGMENT_KIND_INBOX,
+  SEGMENT_LENGTH_OFFSET,
+  SEGMENT_MAGIC,
+  SLOT_HEADER_LENGTH,
+  VERSION_OFFSET,
+  directoryFileName,
+  inboxFileName,
+} from '../src/layout';
+import { cleanupAll, deadline, filesIn, registerCleanup, shmDir, uniqueNamespace } from './_helpers';
 
 /** Assert that `fn` throws (or rejects with) a BusError of `code`. */
 async function rejects(fn: () => unknown, code: string): Promise<Error> {
@@ -23,6 +37,10 @@ function context() {
   const dir = shmDir();
   const namespace = uniqueNamespace();
   const buses: Bus[] = [];
+  // A test that fails half-way still closes its buses (unregisters, stops waiter threads).
+  registerCleanup(() => {
+    for (const bus of buses) bus.closeSync();
+  });
   const open = async (name: string, extra: Partial<BusOptions> = {}) => {
     const bus = await Bus.open({ name, namespace, dir, ...extra });
     buses.push(bus);
@@ -114,8 +132,15 @@ for (const [label, extra, option] of [
   ['a capacity not a power of two', { capacity: 1000 }, 'capacity'],
   ['a capacity of 1', { capacity: 1 }, 'capacity'],
   ['a mode the owner cannot write', { mode: 0o444 }, 'mode'],
-  ['a negative reclaim timeout', { reclaimTimeoutMs: -1 }, 'reclaimTimeoutMs'],
   ['an unknown option', { colour: 'red' }, 'colour'],
+  ['reclaimTimeoutMs (layout 1 only, now unknown)', { reclaimTimeoutMs: 100 }, 'reclaimTimeoutMs'],
+  ['0 lanes', { lanes: 0 }, 'lanes'],
+  ['4097 lanes', { lanes: 4097 }, 'lanes'],
+  ['a fractional lane count', { lanes: 2.5 }, 'lanes'],
+  ['a lane count given as a string', { lanes: '2' }, 'lanes'],
+  ['a maxMessageSize of 0', { maxMessageSize: 0 }, 'maxMessageSize'],
+  ['a fractional maxMessageSize', { maxMessageSize: 100.5 }, 'maxMessageSize'],
+  ['a maxMessageSize longer than a whole lane', { slotSize: 64, capacity: 4, maxMessageSize: 4 * (64 - SLOT_HEADER_LENGTH) + 1 }, 'maxMessageSize'],
 ] as const) {
   options(`refuses ${label}, naming the option`, async () => {
     const dir = shmDir();
@@ -124,6 +149,19 @@ for (const [label, extra, option] of [
     assert.equal(filesIn(dir), []);
   });
 }
+
+options('accepts the edges: 1 and 4096 lanes, a maxMessageSize of a whole lane', async () => {
+  const { open, closeAll } = context();
+  const one = await open('one', { lanes: 1 });
+  assert.is(one.stats().lanes, 1);
+  const many = await open('many', { lanes: 4096, slotSize: 64, capacity: 2 });
+  assert.is(many.stats().lanes, 4096);
+  const whole = 4 * (64 - SLOT_HEADER_LENGTH);
+  const full = await open('full', { slotSize: 64, capacity: 4, maxMessageSize: whole });
+  assert.is(full.maxMessageSize, whole);
+  assert.is(full.stats().maxMessageSize, whole);
+  await closeAll();
+});
 
 const sending = suite('bus: sending and receiving');
 sending.after.each(cleanupAll);
@@ -171,14 +209,17 @@ sending('refuses an unknown destination and a malformed name', async () => {
   await closeAll();
 });
 
-sending('refuses a payload longer than the destination slot, writing nothing', async () => {
+sending('refuses a payload longer than the destination\'s maxMessageSize, writing nothing', async () => {
   const { open, closeAll } = context();
   const a = await open('a');
-  const b = await open('b', { slotSize: 128 });
-  assert.ok(a.sendToLocal('b', new Uint8Array(96)));
-  await rejects(() => a.sendToLocal('b', new Uint8Array(97)), 'ERR_SHMBUS_FRAME_TOO_LARGE');
-  await rejects(() => a.sendToLocalBatch('b', [new Uint8Array(1), new Uint8Array(97)]), 'ERR_SHMBUS_FRAME_TOO_LARGE');
-  assert.is(b.stats().depth, 1);
+  const b = await open('b', { slotSize: 128, maxMessageSize: 300 });
+  assert.ok(a.sendToLocal('b', new Uint8Array(300)));
+  const depth = b.stats().depth;
+  await rejects(() => a.sendToLocal('b', new Uint8Array(301)), 'ERR_SHMBUS_FRAME_TOO_LARGE');
+  await rejects(() => a.sendToLocalBatch('b', [new Uint8Array(1), new Uint8Array(301)]), 'ERR_SHMBUS_FRAME_TOO_LARGE');
+  await rejects(() => a.sendToLocalAsync('b', new Uint8Array(301)), 'ERR_SHMBUS_FRAME_TOO_LARGE');
+  assert.is(b.stats().depth, depth);
+  assert.is(a.stats().sent, 1);
   await closeAll();
 });
 
@@ -198,22 +239,7 @@ sending('a full inbox refuses with false, counts it on both sides, and accepts a
   await closeAll();
 });
 
-sending('sendToLocalAsync waits for room, and resolves false at its timeout', async () => {
-  const { open, closeAll } = context();
-  const a = await open('a');
-  const b = await open('b', { capacity: 2 });
-  a.sendToLocal('b', bytes('0'));
-  a.sendToLocal('b', bytes('1'));
-  assert.is(await a.sendToLocalAsync('b', bytes('late'), { timeoutMs: 30 }), false);
-  assert.is(a.stats().sendRefused, 1);
-  const pending = a.sendToLocalAsync('b', bytes('2'), { timeoutMs: 5000 });
-  setTimeout(() => b.recvFromLocal(), 20);
-  assert.is(await deadline(pending, 5000, 'async send'), true);
-  assert.equal([b.recvFromLocal(), b.recvFromLocal()].map((f) => text(f!.payload)), ['1', '2']);
-  await closeAll();
-});
-
-sending('batch send claims once, keeps order, and stops at the room there is', async () => {
+sending('a batch keeps order and stops at the room there is', async () => {
   const { open, closeAll } = context();
   const a = await open('a');
   const b = await open('b', { capacity: 8 });
@@ -380,8 +406,331 @@ hostile('a destination inbox with an impossible capacity is ERR_SHMBUS_CORRUPT_S
   await closeAll();
 });
 
+hostile('a version-1 inbox is refused by a sender with ERR_SHMBUS_LAYOUT_MISMATCH', async () => {
+  const { dir, namespace, open, closeAll } = context();
+  const a = await open('a');
+  await open('old');
+  // Put a layout-1 inbox file where the endpoint's inbox is (a new file: the owner keeps its own mapping).
+  const path = join(dir, inboxFileName(namespace, 'old'));
+  unlinkSync(path);
+  writeFileSync(path, versionOneInbox());
+  await rejects(() => a.sendToLocal('old', bytes('x')), 'ERR_SHMBUS_LAYOUT_MISMATCH');
+  await rejects(() => a.sender('old').sendBatch([bytes('x')]), 'ERR_SHMBUS_LAYOUT_MISMATCH');
+  assert.is(a.stats().sent, 0);
+  await closeAll();
+});
+
+/** A whole inbox file as layout 1 wrote it: common header (version 1), slot size, capacity, slots after a 448-byte header. */
+function versionOneInbox(): Buffer {
+  const V1_INBOX_HEADER_LENGTH = 448;
+  const slotSize = 256;
+  const capacity = 8;
+  const length = V1_INBOX_HEADER_LENGTH + slotSize * capacity;
+  const file = Buffer.alloc(length);
+  file.writeUInt32LE(SEGMENT_MAGIC, MAGIC_OFFSET);
+  file.writeUInt32LE(SEGMENT_KIND_INBOX, KIND_OFFSET);
+  file.writeUInt32LE(1, VERSION_OFFSET);
+  file.writeUInt32LE(V1_INBOX_HEADER_LENGTH, HEADER_LENGTH_OFFSET);
+  file.writeUInt32LE(length, SEGMENT_LENGTH_OFFSET);
+  file.writeInt32LE(process.pid, CREATOR_PID_OFFSET);
+  file.writeUInt32LE(slotSize, INBOX_SLOT_SIZE_OFFSET);
+  file.writeUInt32LE(capacity, INBOX_CAPACITY_OFFSET);
+  return file;
+}
+
+// ---------------------------------------------------------------------------
+
+const payloads = suite('bus: payloads are bytes, or refused');
+payloads.after.each(cleanupAll);
+
+/** A send path, normalised: resolves with the number of frames written. */
+type SendPath = (a: Bus, destination: string, payload: unknown) => Promise<number>;
+
+const LOCAL_PATHS: Array<[string, SendPath]> = [
+  ['sendToLocal', async (a, d, p) => Number(a.sendToLocal(d, p as Uint8Array))],
+  ['sendToLocalBatch', async (a, d, p) => a.sendToLocalBatch(d, [p as Uint8Array])],
+  ['sendToLocalAsync', async (a, d, p) => Number(await a.sendToLocalAsync(d, p as Uint8Array))],
+  ['send', async (a, d, p) => Number(a.send(d, p as Uint8Array))],
+  ['sender().send', async (a, d, p) => Number(a.sender(d).send(p as Uint8Array))],
+  ['sender().sendBatch', async (a, d, p) => a.sender(d).sendBatch([p as Uint8Array])],
+  ['sender().sendAsync', async (a, d, p) => Number(await a.sender(d).sendAsync(p as Uint8Array))],
+];
+
+/** Payloads that are bytes, and the bytes each must arrive as. */
+function bytePayloads(): Array<[string, unknown, number[]]> {
+  const pattern = Uint8Array.from({ length: 24 }, (_, k) => (k * 37 + 11) & 0xff);
+  const floats = new Float64Array([1.5, 2.25]);
+  const pooled = Buffer.from('pooled'); // a Buffer from Node's pool: byteOffset is not 0
+  const words = new Uint16Array(pattern.buffer.slice(0));
+  return [
+    ['a string, as UTF-8', 'h\u00e9llo \u2713', [...new TextEncoder().encode('h\u00e9llo \u2713')]],
+    ['a Float64Array, as its 16 bytes', floats, [...new Uint8Array(floats.buffer)]],
+    ['a DataView, as its window', new DataView(pattern.buffer, 3, 7), [...pattern.subarray(3, 10)]],
+    ['an ArrayBuffer, whole', pattern.buffer.slice(0), [...pattern]],
+    ['a Uint8Array subarray, only its window', pattern.subarray(5, 17), [...pattern.subarray(5, 17)]],
+    ['a Uint16Array subarray, only its window', words.subarray(2, 5), [...pattern.subarray(4, 10)]],
+    ['a pooled Buffer, only its bytes', pooled, [...new TextEncoder().encode('pooled')]],
+  ];
+}
+
+const NOT_BYTES: Array<[string, unknown]> = [
+  ['undefined', undefined],
+  ['null', null],
+  ['a number', 42],
+  ['a plain object', { length: 3, 0: 1, 1: 2, 2: 3 }],
+  ['an array of numbers', [1, 2, 3]],
+];
+
+for (const [label, path] of LOCAL_PATHS) {
+  payloads(`${label} sends the bytes of any view, an ArrayBuffer or a string`, async () => {
+    const { open, closeAll } = context();
+    const a = await open('a');
+    const b = await open('b');
+    for (const [what, payload, expected] of bytePayloads()) {
+      assert.is(await path(a, 'b', payload), 1, what);
+      const f = b.recvFromLocal();
+      assert.ok(f !== null, what);
+      assert.equal([...f.payload], expected, what);
+    }
+    await closeAll();
+  });
+
+  payloads(`${label} refuses anything else with ERR_SHMBUS_INVALID_PAYLOAD, writing nothing`, async () => {
+    const { open, closeAll } = context();
+    const a = await open('a');
+    const b = await open('b');
+    for (const [what, payload] of NOT_BYTES) {
+      await rejects(() => path(a, 'b', payload), 'ERR_SHMBUS_INVALID_PAYLOAD');
+      assert.is(b.recvFromLocal(), null, what);
+      assert.is(b.stats().depth, 0, what);
+      assert.is(a.stats().sent, 0, what);
+    }
+    await closeAll();
+  });
+}
+
+payloads('a batch with one payload that is not bytes writes none of them', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b');
+  await rejects(() => a.sendToLocalBatch('b', [bytes('ok'), bytes('fine'), 7 as unknown as Uint8Array]), 'ERR_SHMBUS_INVALID_PAYLOAD');
+  await rejects(() => a.sender('b').sendBatch([bytes('ok'), new Uint8Array(600), null as unknown as Uint8Array]), 'ERR_SHMBUS_INVALID_PAYLOAD');
+  assert.is(b.recvFromLocal(), null);
+  assert.is(a.stats().sent, 0);
+  await closeAll();
+});
+
+const REMOTE_PATHS: Array<[string, SendPath]> = [
+  ['sendToRemote', async (a, d, p) => Number(a.sendToRemote('elsewhere', d, p as Uint8Array))],
+  ['send to name@host', async (a, d, p) => Number(a.send(`${d}@elsewhere`, p as Uint8Array))],
+  ['sender(name@host).send', async (a, d, p) => Number(a.sender(`${d}@elsewhere`).send(p as Uint8Array))],
+  ['sender(name@host).sendBatch', async (a, d, p) => a.sender(`${d}@elsewhere`).sendBatch([p as Uint8Array])],
+  ['sender(name@host).sendAsync', async (a, d, p) => Number(await a.sender(`${d}@elsewhere`).sendAsync(p as Uint8Array))],
+];
+
+for (const [label, path] of REMOTE_PATHS) {
+  payloads(`${label} checks the payload before looking for a relay`, async () => {
+    const { open, closeAll } = context();
+    const a = await open('a');
+    for (const [, payload] of NOT_BYTES) await rejects(() => path(a, 'b', payload), 'ERR_SHMBUS_INVALID_PAYLOAD');
+    await rejects(() => path(a, 'b', bytes('bytes')), 'ERR_SHMBUS_RELAY_UNAVAILABLE');
+    assert.is(a.stats().sent, 0);
+    await closeAll();
+  });
+}
+
+// ---------------------------------------------------------------------------
+
+const long = suite('bus: messages longer than a slot');
+long.after.each(cleanupAll);
+
+long('a 10 000-byte message over 256-byte slots arrives whole, by recvFromLocal and by recvBatch', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { slotSize: 256 });
+  const message = Uint8Array.from({ length: 10_000 }, (_, k) => (k * 13 + (k >> 8)) & 0xff);
+  assert.ok(message.length > b.maxPayload);
+  assert.ok(a.sendToLocal('b', message));
+  const f = b.recvFromLocal()!;
+  assert.equal(f.payload, message);
+  assert.is(f.source, 'a');
+
+  assert.ok(a.sendToLocal('b', message));
+  let seen: Uint8Array | null = null;
+  let slots = 0;
+  assert.is(
+    b.recvBatch((v) => {
+      seen = v.copyPayload();
+      slots = v.slots;
+    }),
+    1,
+  );
+  assert.equal(seen, message);
+  assert.is(slots, Math.ceil(message.length / b.maxPayload));
+  assert.is(b.stats().depth, 0);
+  await closeAll();
+});
+
+long('a batch mixing long and short payloads keeps its order', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { slotSize: 64 });
+  const batch = [bytes('first'), new Uint8Array(200).fill(7), bytes('third'), new Uint8Array(65).fill(9)];
+  assert.is(a.sendToLocalBatch('b', batch), batch.length);
+  const got: Uint8Array[] = [];
+  b.recvBatch((v) => got.push(v.copyPayload()));
+  assert.equal(got, batch);
+  await closeAll();
+});
+
+// ---------------------------------------------------------------------------
+
+const lanes = suite('bus: lanes and sender handles');
+lanes.after.each(cleanupAll);
+
+lanes('stats show the geometry and the lanes taken', async () => {
+  const { open, closeAll } = context();
+  const b = await open('b', { slotSize: 128, capacity: 8, lanes: 3, maxMessageSize: 500 });
+  const s = b.stats();
+  assert.equal([s.slotSize, s.capacity, s.lanes, s.maxPayload, s.maxMessageSize], [128, 8, 3, 128 - SLOT_HEADER_LENGTH, 500]);
+  assert.equal([s.lanesInUse, s.laneTakes], [0, 0]);
+  assert.not.ok('reclaimed' in s);
+  const a = await open('a');
+  a.sendToLocal('b', bytes('1'));
+  a.sendToLocal('b', bytes('2'));
+  assert.equal([b.stats().lanesInUse, b.stats().laneTakes], [1, 1], 'one lane per sender, taken once');
+  const c = await open('c');
+  c.sendToLocal('b', bytes('3'));
+  assert.equal([b.stats().lanesInUse, b.stats().laneTakes], [2, 2]);
+  await closeAll();
+});
+
+lanes('every lane taken: the next sender gets ERR_SHMBUS_NO_LANE until a lane is given back on close', async () => {
+  const { open, closeAll } = context();
+  const dest = await open('dest', { lanes: 2 });
+  const s1 = await open('s1');
+  const s2 = await open('s2');
+  const s3 = await open('s3');
+  assert.ok(s1.sendToLocal('dest', bytes('from s1')));
+  assert.ok(s2.sendToLocal('dest', bytes('from s2')));
+  await rejects(() => s3.sendToLocal('dest', bytes('from s3')), 'ERR_SHMBUS_NO_LANE');
+  assert.is(dest.stats().laneRefused, 1);
+  await s1.close();
+  assert.ok(s3.sendToLocal('dest', bytes('from s3')));
+  const got = [dest.recvFromLocal(), dest.recvFromLocal(), dest.recvFromLocal()].map((f) => `${f!.source}:${text(f!.payload)}`);
+  assert.equal(got.sort(), ['s1:from s1', 's2:from s2', 's3:from s3']);
+  assert.is(dest.stats().laneTakes, 3);
+  await closeAll();
+});
+
+lanes('a sender handle is one object per destination and follows the destination to its next incarnation', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b1 = await open('b');
+  const handle = a.sender('b');
+  assert.is(a.sender('b'), handle);
+  assert.is(handle.destination, 'b');
+  assert.ok(handle.send(bytes('one')));
+  assert.is(text(b1.recvFromLocal()!.payload), 'one');
+  await b1.close();
+  await rejects(() => handle.send(bytes('nobody')), 'ERR_SHMBUS_UNKNOWN_DESTINATION');
+  const b2 = await open('b');
+  assert.ok(handle.send(bytes('two')));
+  assert.is(handle.sendBatch([bytes('three'), bytes('four')]), 2);
+  assert.equal([1, 2, 3].map(() => text(b2.recvFromLocal()!.payload)), ['two', 'three', 'four']);
+  assert.equal([b2.stats().lanesInUse, b2.stats().laneTakes], [1, 1], 'took a lane in the new inbox');
+  assert.is(a.sender('b'), handle);
+  await closeAll();
+});
+
+// ---------------------------------------------------------------------------
+
+const waiting = suite('bus: async sends wait for room');
+waiting.after.each(cleanupAll);
+
+/** Fill a's lane of b's inbox (capacity slots) with frames '0', '1', ... */
+function fill(a: Bus, b: Bus): number {
+  const n = b.stats().capacity;
+  for (let i = 0; i < n; i++) assert.ok(a.sendToLocal('b', bytes(String(i))));
+  return n;
+}
+
+waiting('sendToLocalAsync waits for room and is woken by the receiver, long before its timeout', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { capacity: 2 });
+  const n = fill(a, b);
+  const timeoutMs = 5000;
+  const started = performance.now();
+  let resolvedAt = -1;
+  const pending = a.sendToLocalAsync('b', bytes('late'), { timeoutMs }).then((ok) => {
+    resolvedAt = performance.now();
+    return ok;
+  });
+  // The receiver drains a moment later, while the sender sleeps on its lane's head.
+  let drainedAt = -1;
+  const got: string[] = [];
+  setTimeout(() => {
+    drainedAt = performance.now();
+    b.recvBatch((v) => got.push(text(v.payload)));
+  }, 20);
+  assert.is(await deadline(pending, timeoutMs, 'async send'), true);
+  assert.ok(drainedAt >= started && resolvedAt >= drainedAt);
+  // Woken by the receiver, not by the sender's own periodic re-check (100 ms).
+  assert.ok(resolvedAt - drainedAt < 50, `resolved ${(resolvedAt - drainedAt).toFixed(1)} ms after the drain`);
+  b.recvBatch((v) => got.push(text(v.payload)));
+  assert.equal(got, [...Array.from({ length: n }, (_, i) => String(i)), 'late']);
+  assert.is(a.stats().sent, n + 1);
+  assert.is(a.stats().sendRefused, 0);
+  await closeAll();
+});
+
+waiting('sendToLocalAsync resolves false at its timeout, counted as refused, writing nothing', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { capacity: 2 });
+  const n = fill(a, b);
+  assert.is(await deadline(a.sendToLocalAsync('b', bytes('late'), { timeoutMs: 30 }), 5000, 'async timeout'), false);
+  assert.is(a.stats().sendRefused, 1);
+  assert.is(b.stats().refusedFull, 1);
+  assert.is(a.stats().sent, n);
+  const got: string[] = [];
+  b.recvBatch((v) => got.push(text(v.payload)));
+  assert.equal(got, Array.from({ length: n }, (_, i) => String(i)));
+  await closeAll();
+});
+
+waiting('sendToLocalAsync rejects with the reason of an aborted signal, writing nothing', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { capacity: 2 });
+
+  const early = new AbortController();
+  const earlyReason = new Error('aborted before the call');
+  early.abort(earlyReason);
+  const e1 = await deadline(a.sendToLocalAsync('b', bytes('x'), { signal: early.signal }).then(() => null, (err: unknown) => err), 5000, 'early abort');
+  assert.is(e1, earlyReason, 'an aborted signal refuses even when there is room');
+  assert.is(b.recvFromLocal(), null);
+
+  const n = fill(a, b);
+  const late = new AbortController();
+  const lateReason = new Error('aborted while waiting');
+  const pending = a.sendToLocalAsync('b', bytes('late'), { timeoutMs: 5000, signal: late.signal }).then(() => null, (err: unknown) => err);
+  late.abort(lateReason);
+  assert.is(await deadline(pending, 2000, 'abort while waiting'), lateReason);
+  const got: string[] = [];
+  b.recvBatch((v) => got.push(text(v.payload)));
+  assert.equal(got, Array.from({ length: n }, (_, i) => String(i)), 'the aborted frame was never written');
+  assert.is(a.stats().sent, n);
+  await closeAll();
+});
+
 lifecycle.run();
 options.run();
 sending.run();
 events.run();
 hostile.run();
+payloads.run();
+long.run();
+lanes.run();
+waiting.run();
