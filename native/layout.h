@@ -1,6 +1,6 @@
 /*
  * native/layout.h: the C mirror of src/layout.ts (shared-memory layout
- * version 1).
+ * version 2: inboxes of single-producer lanes).
  *
  * docs/LAYOUT.md is the spec (prose, diagrams, algorithms); src/layout.ts holds
  * every number; this header repeats those numbers for C and C++ programs and
@@ -10,8 +10,9 @@
  * with the same value, and vice versa.
  *
  * Conventions (see docs/LAYOUT.md, "Conventions"):
- *  - Little-endian. Every field of a header, entry or slot header is a 32-bit
- *    word (or two 16-bit halves of one, in the slot header); the address prefix
+ *  - Little-endian. Every field of a header, entry, lane descriptor or slot
+ *    header is a 32-bit word (or two 16-bit halves of one, in the slot header:
+ *    flags and source host share the word at 4); the address prefix
  *    and the notice inside a payload are byte-packed. A "u64" is two u32 words, low word
  *    first (shmbus_u64), never one 64-bit access. A u64 is only 4-byte aligned
  *    (ENTRY_OWNER_START_TIME is at 12), which is why it is not a uint64_t here.
@@ -20,8 +21,12 @@
  *    unless docs/LAYOUT.md names a weaker order for that SYNC POINT).
  *  - Offsets named *_OFFSET in the common, directory, inbox and dedup headers
  *    are from the start of the segment; ENTRY_* and DEDUP_* entry fields from
- *    the start of an entry; SLOT_* from the start of a slot; NOTICE_* from the
- *    start of the payload area.
+ *    the start of an entry; LANE_* from the start of a lane descriptor
+ *    (SHMBUS_LANE_OFFSET); SLOT_* from the start of a slot (SHMBUS_SLOT_OFFSET);
+ *    NOTICE_* from the start of the message.
+ *  - The addon itself uses none of this (JavaScript passes it the parked word's
+ *    byte offset); the header is for C programs that attach a namespace, and
+ *    test/00.layout.test.ts compiles it and a C producer (test/c/).
  *
  * Compiles as C11 and as C++11 or later; only <stddef.h> and <stdint.h>.
  */
@@ -42,7 +47,7 @@
  * ------------------------------------------------------------------------- */
 
 /* Version of the byte layout; written last at creation (the "ready" flag). */
-#define SHMBUS_LAYOUT_VERSION 1
+#define SHMBUS_LAYOUT_VERSION 2
 /* ASCII "SHMB" read as a little-endian u32: the first word of every segment. */
 #define SHMBUS_SEGMENT_MAGIC 0x424D4853u
 /* Cache-line size used for padding. */
@@ -123,44 +128,69 @@
 #define SHMBUS_MAX_DIR_ENTRY_COUNT 65536
 
 /* ---------------------------------------------------------------------------
- * Inbox segment
+ * Inbox segment: a header, `lane_count` lane descriptors, then the slots of
+ * lane 0, of lane 1, ... Each lane is a single-producer ring of `capacity`
+ * slots; positions are u32 and wrap; 0 <= tail - head <= capacity.
  * ------------------------------------------------------------------------- */
 
-#define SHMBUS_INBOX_SLOT_SIZE_OFFSET 40
-#define SHMBUS_INBOX_CAPACITY_OFFSET 44
-#define SHMBUS_INBOX_TAIL_OFFSET 64   /* own cache line; CAS by producers */
-#define SHMBUS_INBOX_HEAD_OFFSET 128  /* own cache line; written by the consumer */
-#define SHMBUS_INBOX_PARKED_OFFSET 192 /* own cache line; the futex word */
+#define SHMBUS_INBOX_SLOT_SIZE_OFFSET 40   /* u32 bytes per slot, header included */
+#define SHMBUS_INBOX_CAPACITY_OFFSET 44    /* u32 slots per lane, a power of two */
+#define SHMBUS_INBOX_LANE_COUNT_OFFSET 48  /* u32 lanes */
+#define SHMBUS_INBOX_MAX_MESSAGE_OFFSET 52 /* u32 largest message (bytes, address prefix included) */
+#define SHMBUS_INBOX_LANES_IN_USE_OFFSET 64 /* own cache line; only grows (CAS by producers); SYNC POINT: lanes in use */
+#define SHMBUS_INBOX_PARKED_OFFSET 128     /* own cache line; the futex word; SYNC POINT: parked */
 /* u64 counters written by any producer (atomic add on the low word, carry). */
-#define SHMBUS_INBOX_REFUSED_FULL_OFFSET 256
-#define SHMBUS_INBOX_WAKEUPS_OFFSET 264
+#define SHMBUS_INBOX_REFUSED_FULL_OFFSET 192
+#define SHMBUS_INBOX_WAKEUPS_OFFSET 200
+#define SHMBUS_INBOX_LANE_TAKES_OFFSET 208
+#define SHMBUS_INBOX_LANE_REUSES_OFFSET 216
+#define SHMBUS_INBOX_LANE_REFUSED_OFFSET 224
 /* u64 counters written by the owner only (plain stores). */
-#define SHMBUS_INBOX_RECEIVED_OFFSET 320
-#define SHMBUS_INBOX_RECLAIMED_OFFSET 328
-#define SHMBUS_INBOX_CORRUPT_OFFSET 336
-#define SHMBUS_INBOX_SENT_OFFSET 344
-#define SHMBUS_INBOX_SEND_REFUSED_OFFSET 352
-#define SHMBUS_INBOX_PARKS_OFFSET 360
-#define SHMBUS_INBOX_DISCARDED_OFFSET 368
-#define SHMBUS_INBOX_HEADER_LENGTH 448
+#define SHMBUS_INBOX_RECEIVED_OFFSET 256
+#define SHMBUS_INBOX_CORRUPT_OFFSET 264
+#define SHMBUS_INBOX_SENT_OFFSET 272
+#define SHMBUS_INBOX_SEND_REFUSED_OFFSET 280
+#define SHMBUS_INBOX_PARKS_OFFSET 288
+#define SHMBUS_INBOX_DISCARDED_OFFSET 296
+#define SHMBUS_INBOX_CORRUPT_LANES_OFFSET 304
+/* Where lane descriptor 0 begins. */
+#define SHMBUS_INBOX_HEADER_LENGTH 320
+
+/* Lane descriptor (offsets from the start of the descriptor): a producer line, then a consumer line. */
+#define SHMBUS_LANE_LENGTH 128
+#define SHMBUS_LANE_OWNER_OFFSET 0             /* i32: 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
+#define SHMBUS_LANE_OWNER_START_TIME_OFFSET 8  /* u64: stored before the pid */
+#define SHMBUS_LANE_TAIL_OFFSET 16             /* u32: written by the lane's owner; SYNC POINT: lane publish */
+#define SHMBUS_LANE_SPACE_WANTED_OFFSET 20     /* u32: 1 while the owner waits for room; SYNC POINT: space wanted */
+#define SHMBUS_LANE_HEAD_OFFSET 64             /* u32: written by the consumer; futex word; SYNC POINT: lane release */
+#define SHMBUS_LANE_STATE_OFFSET 68            /* u32: SHMBUS_LANE_STATE_* (written by the consumer) */
+#define SHMBUS_LANE_STATE_OK 0
+#define SHMBUS_LANE_STATE_CORRUPT 1 /* set aside: never read, never taken again */
+/* Largest pid Linux hands out (PID_MAX_LIMIT): an owner word beyond +-this is not valid. */
+#define SHMBUS_MAX_PID 4194304
 
 /* Slot header (offsets from the start of the slot); the payload follows. */
-#define SHMBUS_SLOT_SEQ_OFFSET 0
-#define SHMBUS_SLOT_CLAIM_PID_OFFSET 4
-#define SHMBUS_SLOT_LENGTH_OFFSET 8
-#define SHMBUS_SLOT_FLAGS_OFFSET 12
-#define SHMBUS_SLOT_SOURCE_HOST_OFFSET 14
-#define SHMBUS_SLOT_SOURCE_INDEX_OFFSET 16
-#define SHMBUS_SLOT_SOURCE_GENERATION_OFFSET 20
-#define SHMBUS_SLOT_DESTINATION_INDEX_OFFSET 24
-#define SHMBUS_SLOT_SEQUENCE_OFFSET 28
+#define SHMBUS_SLOT_LENGTH_OFFSET 0              /* u32 bytes in this slot's payload area */
+#define SHMBUS_SLOT_FLAGS_OFFSET 4               /* u16 (low half of the word at 4) */
+#define SHMBUS_SLOT_SOURCE_HOST_OFFSET 6         /* u16 (high half of the word at 4) */
+#define SHMBUS_SLOT_SOURCE_INDEX_OFFSET 8
+#define SHMBUS_SLOT_SOURCE_GENERATION_OFFSET 12
+#define SHMBUS_SLOT_DESTINATION_INDEX_OFFSET 16
+#define SHMBUS_SLOT_SEQUENCE_OFFSET 20
+#define SHMBUS_SLOT_MESSAGE_LENGTH_OFFSET 24     /* u32 bytes of the whole message */
+#define SHMBUS_SLOT_MARK_OFFSET 28               /* u32 consumer mark: 0 from the producer */
 #define SHMBUS_SLOT_HEADER_LENGTH 32
+/* Consumer marks (relay mode): a frame finished out of order and not yet passed by the head; a slot
+ * skipped as invalid (counted as corrupt, not as received). */
+#define SHMBUS_SLOT_MARK_DONE 1
+#define SHMBUS_SLOT_MARK_SKIPPED 2
 
 /* Frame flags (slot `flags`). */
-#define SHMBUS_FRAME_FLAG_REMOTE 1   /* from another host; payload starts with the source address prefix */
-#define SHMBUS_FRAME_FLAG_NOTICE 2   /* a notice from the relay; payload is a shmbus_notice */
-#define SHMBUS_FRAME_FLAG_OUTBOUND 4 /* in the relay's inbox; payload starts with the destination address prefix */
-/* Flags that put an address prefix at the start of the payload area. */
+#define SHMBUS_FRAME_FLAG_REMOTE 1       /* from another host; the message starts with the source address prefix */
+#define SHMBUS_FRAME_FLAG_NOTICE 2       /* a notice from the relay; the message is a shmbus_notice */
+#define SHMBUS_FRAME_FLAG_OUTBOUND 4     /* in the relay's inbox; the message starts with the destination address prefix */
+#define SHMBUS_FRAME_FLAG_CONTINUATION 8 /* every slot of a long message after its first */
+/* Flags that put an address prefix at the start of the message. */
 #define SHMBUS_FRAME_FLAGS_WITH_ADDRESS 5
 /* Address prefix: u8 length n (1..SHMBUS_MAX_ADDRESS_LENGTH), then n ASCII bytes "name@host". */
 #define SHMBUS_MAX_ADDRESS_LENGTH 129
@@ -189,9 +219,13 @@
 #define SHMBUS_DEFAULT_SLOT_SIZE 256
 #define SHMBUS_MIN_CAPACITY 2
 #define SHMBUS_MAX_CAPACITY 1048576 /* 1 << 20 */
-#define SHMBUS_DEFAULT_CAPACITY 1024
+#define SHMBUS_DEFAULT_CAPACITY 1024 /* slots per lane */
+#define SHMBUS_MIN_LANES 1
+#define SHMBUS_MAX_LANES 4096
+#define SHMBUS_DEFAULT_LANES 16
+#define SHMBUS_DEFAULT_RELAY_LANES 64
+#define SHMBUS_MAX_MESSAGE_LENGTH 16777216 /* 1 << 24 */
 #define SHMBUS_MAX_SEGMENT_LENGTH 1073741824 /* 1 << 30 */
-#define SHMBUS_DEFAULT_RECLAIM_TIMEOUT_MS 2000
 
 /* ---------------------------------------------------------------------------
  * Relay dedup segment (written by the namespace's relay only)
@@ -214,21 +248,36 @@
  * Addressing (mirrors of the layout.ts functions; results are uint64_t)
  * ------------------------------------------------------------------------- */
 
-/* Byte offset of slot `index` (0 <= index < capacity) in an inbox of `slot_size`. */
-#define SHMBUS_SLOT_OFFSET(index, slot_size) \
-  ((uint64_t)SHMBUS_INBOX_HEADER_LENGTH + (uint64_t)(index) * (uint64_t)(slot_size))
+/* Byte offset of lane `lane`'s descriptor. */
+#define SHMBUS_LANE_OFFSET(lane) \
+  ((uint64_t)SHMBUS_INBOX_HEADER_LENGTH + (uint64_t)(lane) * (uint64_t)SHMBUS_LANE_LENGTH)
+/* Byte offset of lane 0's slot 0 in an inbox of `lane_count` lanes (the descriptors come first). */
+#define SHMBUS_SLOTS_OFFSET(lane_count) SHMBUS_LANE_OFFSET(lane_count)
+/* Byte offset of slot `index` (0 <= index < capacity) of lane `lane`; position p is in slot p & (capacity - 1). */
+#define SHMBUS_SLOT_OFFSET(lane, index, slot_size, capacity, lane_count) \
+  (SHMBUS_SLOTS_OFFSET(lane_count) +                                     \
+   ((uint64_t)(lane) * (uint64_t)(capacity) + (uint64_t)(index)) * (uint64_t)(slot_size))
 /* Byte offset of directory entry `index`. */
 #define SHMBUS_ENTRY_OFFSET(index) \
   ((uint64_t)SHMBUS_DIR_HEADER_LENGTH + (uint64_t)(index) * (uint64_t)SHMBUS_DIR_ENTRY_LENGTH)
 /* Total length of an inbox segment. */
-#define SHMBUS_INBOX_SEGMENT_LENGTH(slot_size, capacity) \
-  ((uint64_t)SHMBUS_INBOX_HEADER_LENGTH + (uint64_t)(slot_size) * (uint64_t)(capacity))
+#define SHMBUS_INBOX_SEGMENT_LENGTH(slot_size, capacity, lane_count) \
+  (SHMBUS_SLOTS_OFFSET(lane_count) + (uint64_t)(slot_size) * (uint64_t)(capacity) * (uint64_t)(lane_count))
 /* Total length of a directory segment. */
 #define SHMBUS_DIRECTORY_SEGMENT_LENGTH(entry_count) \
   ((uint64_t)SHMBUS_DIR_HEADER_LENGTH + (uint64_t)(entry_count) * (uint64_t)SHMBUS_DIR_ENTRY_LENGTH)
 /* Total length of a dedup segment. */
 #define SHMBUS_DEDUP_SEGMENT_LENGTH(entry_count) \
   ((uint64_t)SHMBUS_DEDUP_HEADER_LENGTH + (uint64_t)(entry_count) * (uint64_t)SHMBUS_DEDUP_ENTRY_LENGTH)
+/* Largest payload one slot holds. */
+#define SHMBUS_MAX_PAYLOAD(slot_size) ((uint32_t)(slot_size) - (uint32_t)SHMBUS_SLOT_HEADER_LENGTH)
+/* Slots a message of `length` bytes occupies: 1 up to a slot's payload, else ceil(length / payload). */
+#define SHMBUS_SLOTS_FOR(length, slot_size)                       \
+  ((uint32_t)(length) <= SHMBUS_MAX_PAYLOAD(slot_size) ? 1u       \
+   : ((uint32_t)(length) + SHMBUS_MAX_PAYLOAD(slot_size) - 1u) / SHMBUS_MAX_PAYLOAD(slot_size))
+/* A frame's id (the relay's name for it until it is released): lane * capacity + slot index, a u32. */
+#define SHMBUS_FRAME_ID(lane, position, capacity) \
+  ((uint32_t)((uint32_t)(lane) * (uint32_t)(capacity) + ((uint32_t)(position) & ((uint32_t)(capacity) - 1u))))
 
 /* ---------------------------------------------------------------------------
  * Structs
@@ -283,45 +332,61 @@ typedef struct shmbus_dir_entry {
   uint8_t name[SHMBUS_MAX_NAME_LENGTH]; /* ASCII, zero-padded, not terminated when 64 long */
 } shmbus_dir_entry;
 
-/* Header of an inbox segment; slot 0 begins at SHMBUS_INBOX_HEADER_LENGTH. */
+/* Header of an inbox segment; lane descriptor 0 begins at SHMBUS_INBOX_HEADER_LENGTH. */
 typedef struct shmbus_inbox_header {
   shmbus_common_header common;
-  uint32_t slot_size; /* multiple of 64 in [64, 65536] */
-  uint32_t capacity;  /* power of two in [2, 1 << 20] */
-  uint8_t reserved_48[SHMBUS_INBOX_TAIL_OFFSET - SHMBUS_INBOX_CAPACITY_OFFSET - 4];
-  int32_t tail; /* next position to claim; CAS by producers */
-  uint8_t reserved_68[SHMBUS_INBOX_HEAD_OFFSET - SHMBUS_INBOX_TAIL_OFFSET - 4];
-  int32_t head; /* first position not yet released; SYNC POINT: head published */
-  uint8_t reserved_132[SHMBUS_INBOX_PARKED_OFFSET - SHMBUS_INBOX_HEAD_OFFSET - 4];
+  uint32_t slot_size;   /* multiple of 64 in [64, 65536] */
+  uint32_t capacity;    /* slots per lane, power of two in [2, 1 << 20] */
+  uint32_t lane_count;  /* [1, 4096]; lane_count * capacity <= 2^32 */
+  uint32_t max_message; /* [1, min(1 << 24, capacity * (slot_size - 32))] */
+  uint8_t reserved_56[SHMBUS_INBOX_LANES_IN_USE_OFFSET - SHMBUS_INBOX_MAX_MESSAGE_OFFSET - 4];
+  uint32_t lanes_in_use; /* one more than the highest lane ever taken; SYNC POINT: lanes in use */
+  uint8_t reserved_68[SHMBUS_INBOX_PARKED_OFFSET - SHMBUS_INBOX_LANES_IN_USE_OFFSET - 4];
   int32_t parked; /* futex word; SYNC POINT: parked */
-  uint8_t reserved_196[SHMBUS_INBOX_REFUSED_FULL_OFFSET - SHMBUS_INBOX_PARKED_OFFSET - 4];
-  shmbus_u64 refused_full; /* any producer */
-  shmbus_u64 wakeups;      /* any producer */
-  uint8_t reserved_272[SHMBUS_INBOX_RECEIVED_OFFSET - SHMBUS_INBOX_WAKEUPS_OFFSET - 8];
-  shmbus_u64 received;     /* owner only, from here on */
-  shmbus_u64 reclaimed;
+  uint8_t reserved_132[SHMBUS_INBOX_REFUSED_FULL_OFFSET - SHMBUS_INBOX_PARKED_OFFSET - 4];
+  shmbus_u64 refused_full; /* any producer, from here to lane_refused */
+  shmbus_u64 wakeups;
+  shmbus_u64 lane_takes;
+  shmbus_u64 lane_reuses;
+  shmbus_u64 lane_refused;
+  uint8_t reserved_232[SHMBUS_INBOX_RECEIVED_OFFSET - SHMBUS_INBOX_LANE_REFUSED_OFFSET - 8];
+  shmbus_u64 received; /* owner only, from here on */
   shmbus_u64 corrupt;
   shmbus_u64 sent;
   shmbus_u64 send_refused;
   shmbus_u64 parks;
   shmbus_u64 discarded;
-  uint8_t reserved_376[SHMBUS_INBOX_HEADER_LENGTH - SHMBUS_INBOX_DISCARDED_OFFSET - 8];
+  shmbus_u64 corrupt_lanes;
+  uint8_t reserved_312[SHMBUS_INBOX_HEADER_LENGTH - SHMBUS_INBOX_CORRUPT_LANES_OFFSET - 8];
 } shmbus_inbox_header;
+
+/* One lane descriptor: the producer's line (owner, tail, space wanted), then the consumer's (head, state). */
+typedef struct shmbus_lane {
+  int32_t owner;               /* 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
+  uint32_t reserved_4;         /* reserved, zero */
+  shmbus_u64 owner_start_time; /* clock ticks since boot; stored before the pid */
+  uint32_t tail;               /* next position to publish; SYNC POINT: lane publish */
+  uint32_t space_wanted;       /* 1 while the owner waits for room; SYNC POINT: space wanted */
+  uint8_t reserved_24[SHMBUS_LANE_HEAD_OFFSET - SHMBUS_LANE_SPACE_WANTED_OFFSET - 4];
+  uint32_t head;               /* next position to consume; futex word; SYNC POINT: lane release */
+  uint32_t state;              /* SHMBUS_LANE_STATE_* */
+  uint8_t reserved_72[SHMBUS_LANE_LENGTH - SHMBUS_LANE_STATE_OFFSET - 4];
+} shmbus_lane;
 
 /* Header of one slot; the payload follows at SHMBUS_SLOT_HEADER_LENGTH. */
 typedef struct shmbus_slot_header {
-  int32_t seq;       /* Vyukov sequence; SYNC POINT: slot commit / slot release */
-  int32_t claim_pid; /* claiming producer, 0 when not known */
-  uint32_t length;   /* payload bytes, <= slot_size - 32 */
-  uint16_t flags;    /* SHMBUS_FRAME_FLAG_* (low half of the word at 12) */
-  uint16_t source_host; /* 0 = this host (high half of the word at 12) */
-  uint32_t source_index; /* directory index of the source, or SHMBUS_NO_INDEX */
+  uint32_t length;            /* bytes in this slot, <= slot_size - 32 */
+  uint16_t flags;             /* SHMBUS_FRAME_FLAG_* (low half of the word at 4) */
+  uint16_t source_host;       /* 0 = this host (high half of the word at 4) */
+  uint32_t source_index;      /* directory index of the source, or SHMBUS_NO_INDEX */
   uint32_t source_generation;
   uint32_t destination_index;
-  uint32_t sequence; /* per-source, wraps */
+  uint32_t sequence;          /* per-source, wraps */
+  uint32_t message_length;    /* bytes of the whole message: = length for a one-slot frame */
+  uint32_t mark;              /* consumer mark: 0 from the producer; SHMBUS_SLOT_MARK_DONE or _SKIPPED */
 } shmbus_slot_header;
 
-/* Address prefix at the start of the payload area of frames flagged
+/* Address prefix at the start of the message of frames flagged
  * SHMBUS_FRAME_FLAGS_WITH_ADDRESS (and inside notices): only 1 + length bytes
  * are present; the application payload follows them, unaligned. */
 typedef struct shmbus_address_prefix {
@@ -408,28 +473,40 @@ SHMBUS_ASSERT_SIZE(shmbus_dir_entry, SHMBUS_DIR_ENTRY_LENGTH);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, common, 0);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, slot_size, SHMBUS_INBOX_SLOT_SIZE_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, capacity, SHMBUS_INBOX_CAPACITY_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_48, 48);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, tail, SHMBUS_INBOX_TAIL_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, lane_count, SHMBUS_INBOX_LANE_COUNT_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, max_message, SHMBUS_INBOX_MAX_MESSAGE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_56, 56);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, lanes_in_use, SHMBUS_INBOX_LANES_IN_USE_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_68, 68);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, head, SHMBUS_INBOX_HEAD_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_132, 132);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, parked, SHMBUS_INBOX_PARKED_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_196, 196);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_132, 132);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, refused_full, SHMBUS_INBOX_REFUSED_FULL_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, wakeups, SHMBUS_INBOX_WAKEUPS_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_272, 272);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, lane_takes, SHMBUS_INBOX_LANE_TAKES_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, lane_reuses, SHMBUS_INBOX_LANE_REUSES_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, lane_refused, SHMBUS_INBOX_LANE_REFUSED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_232, 232);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, received, SHMBUS_INBOX_RECEIVED_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reclaimed, SHMBUS_INBOX_RECLAIMED_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, corrupt, SHMBUS_INBOX_CORRUPT_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, sent, SHMBUS_INBOX_SENT_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, send_refused, SHMBUS_INBOX_SEND_REFUSED_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, parks, SHMBUS_INBOX_PARKS_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, discarded, SHMBUS_INBOX_DISCARDED_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_376, 376);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, corrupt_lanes, SHMBUS_INBOX_CORRUPT_LANES_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_312, 312);
 SHMBUS_ASSERT_SIZE(shmbus_inbox_header, SHMBUS_INBOX_HEADER_LENGTH);
 
-SHMBUS_ASSERT_OFFSET(shmbus_slot_header, seq, SHMBUS_SLOT_SEQ_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_slot_header, claim_pid, SHMBUS_SLOT_CLAIM_PID_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, owner, SHMBUS_LANE_OWNER_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, reserved_4, 4);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, owner_start_time, SHMBUS_LANE_OWNER_START_TIME_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, tail, SHMBUS_LANE_TAIL_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, space_wanted, SHMBUS_LANE_SPACE_WANTED_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, reserved_24, 24);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, head, SHMBUS_LANE_HEAD_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, state, SHMBUS_LANE_STATE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, reserved_72, 72);
+SHMBUS_ASSERT_SIZE(shmbus_lane, SHMBUS_LANE_LENGTH);
+
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, length, SHMBUS_SLOT_LENGTH_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, flags, SHMBUS_SLOT_FLAGS_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_host, SHMBUS_SLOT_SOURCE_HOST_OFFSET);
@@ -437,6 +514,8 @@ SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_index, SHMBUS_SLOT_SOURCE_INDEX_
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, source_generation, SHMBUS_SLOT_SOURCE_GENERATION_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, destination_index, SHMBUS_SLOT_DESTINATION_INDEX_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_slot_header, sequence, SHMBUS_SLOT_SEQUENCE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, message_length, SHMBUS_SLOT_MESSAGE_LENGTH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_slot_header, mark, SHMBUS_SLOT_MARK_OFFSET);
 SHMBUS_ASSERT_SIZE(shmbus_slot_header, SHMBUS_SLOT_HEADER_LENGTH);
 
 SHMBUS_ASSERT_OFFSET(shmbus_address_prefix, length, 0);
@@ -464,20 +543,33 @@ SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, touched, SHMBUS_DEDUP_TOUCHED_OFFSET);
 SHMBUS_ASSERT_SIZE(shmbus_dedup_entry, SHMBUS_DEDUP_ENTRY_LENGTH);
 
 /* Cross-structure facts the algorithms rely on. */
-SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "slot 0 starts on a cache line");
+#define SHMBUS_LINE_OF(offset) ((offset) / SHMBUS_CACHE_LINE_LENGTH)
+SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "lane 0 starts on a cache line");
+SHMBUS_STATIC_ASSERT(SHMBUS_LANE_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "lanes are whole cache lines, so slot 0 starts on one");
 SHMBUS_STATIC_ASSERT(SHMBUS_DIR_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "entry 0 starts on a cache line");
 SHMBUS_STATIC_ASSERT(SHMBUS_DIR_ENTRY_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "entries are whole cache lines");
 SHMBUS_STATIC_ASSERT(SHMBUS_DEDUP_HEADER_LENGTH % SHMBUS_CACHE_LINE_LENGTH == 0, "dedup entries start on a cache line");
 SHMBUS_STATIC_ASSERT(SHMBUS_FRAME_FLAGS_WITH_ADDRESS == (SHMBUS_FRAME_FLAG_REMOTE | SHMBUS_FRAME_FLAG_OUTBOUND),
                      "REMOTE and OUTBOUND frames carry an address prefix");
+SHMBUS_STATIC_ASSERT((SHMBUS_FRAME_FLAG_CONTINUATION & (SHMBUS_FRAME_FLAG_REMOTE | SHMBUS_FRAME_FLAG_NOTICE | SHMBUS_FRAME_FLAG_OUTBOUND)) == 0,
+                     "the continuation flag is a bit of its own");
 SHMBUS_STATIC_ASSERT(SHMBUS_MIN_SLOT_SIZE % SHMBUS_CACHE_LINE_LENGTH == 0, "slots are whole cache lines");
 SHMBUS_STATIC_ASSERT(SHMBUS_MIN_SLOT_SIZE > SHMBUS_SLOT_HEADER_LENGTH, "a slot holds its header and a payload");
 SHMBUS_STATIC_ASSERT(SHMBUS_ENTRY_NAME_OFFSET + SHMBUS_MAX_NAME_LENGTH == SHMBUS_DIR_ENTRY_LENGTH, "the name ends the entry");
-SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_TAIL_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_HEAD_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
-                     "tail and head on distinct cache lines");
-SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_HEAD_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_PARKED_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
-                     "head and parked on distinct cache lines");
-SHMBUS_STATIC_ASSERT(SHMBUS_INBOX_TAIL_OFFSET / SHMBUS_CACHE_LINE_LENGTH != SHMBUS_INBOX_PARKED_OFFSET / SHMBUS_CACHE_LINE_LENGTH,
-                     "tail and parked on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_INBOX_LANES_IN_USE_OFFSET) != SHMBUS_LINE_OF(SHMBUS_INBOX_PARKED_OFFSET),
+                     "lanes in use and parked on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_INBOX_PARKED_OFFSET) != SHMBUS_LINE_OF(SHMBUS_INBOX_REFUSED_FULL_OFFSET),
+                     "parked and the producers' counters on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_INBOX_LANE_REFUSED_OFFSET + 7) != SHMBUS_LINE_OF(SHMBUS_INBOX_RECEIVED_OFFSET),
+                     "producer-written and owner-only counters on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_LANE_TAIL_OFFSET) != SHMBUS_LINE_OF(SHMBUS_LANE_HEAD_OFFSET),
+                     "a lane's tail (producer) and head (consumer) on distinct cache lines");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_LANE_OWNER_OFFSET) == SHMBUS_LINE_OF(SHMBUS_LANE_SPACE_WANTED_OFFSET),
+                     "owner, start time, tail and space wanted share the producer's line");
+SHMBUS_STATIC_ASSERT(SHMBUS_LINE_OF(SHMBUS_LANE_HEAD_OFFSET) == SHMBUS_LINE_OF(SHMBUS_LANE_STATE_OFFSET),
+                     "head and state share the consumer's line");
+SHMBUS_STATIC_ASSERT((uint64_t)SHMBUS_MAX_LANES * (uint64_t)SHMBUS_MAX_CAPACITY <= 4294967296ull,
+                     "frame ids (lane * capacity + slot) fit a u32");
+SHMBUS_STATIC_ASSERT(SHMBUS_MAX_PID > 0 && SHMBUS_MAX_PID < 2147483647, "owner words +-pid fit an i32");
 
 #endif /* SHMBUS_LAYOUT_H */

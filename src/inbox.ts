@@ -175,12 +175,16 @@ export class InboxConsumer {
     const tailWord = this.laneWord(lane, LANE_TAIL_OFFSET);
     // SYNC POINT: lane publish (acquire: the slots before tail are written; a plain load is an acquire load on x86-64).
     const tail = LIGHT_FENCES ? this.u32[tailWord]! : Atomics.load(this.u32, tailWord);
-    const ahead = (tail - this.heads[lane]!) >>> 0;
-    if (ahead > this.capacity) {
+    const head = this.heads[lane]!;
+    const ahead = (tail - head) >>> 0;
+    const read = (from - head) >>> 0;
+    // A tail beyond the lane's capacity, or behind what we have read, cannot be valid; nor can a
+    // state word that a producer (or a predecessor) set to corrupt (our own line: a cheap read).
+    if (ahead > this.capacity || read > ahead || this.u32[this.laneWord(lane, LANE_STATE_OFFSET)] === LANE_STATE_CORRUPT) {
       this.setAside(lane);
       return -1;
     }
-    return (tail - from) >>> 0;
+    return ahead - read;
   }
 
   /** Mark a lane corrupt: never read again; its producer learns it at its next refill or wait. */
@@ -208,10 +212,9 @@ export class InboxConsumer {
       // SYNC POINT: space wanted (consumer side: load after the head store).
       wanted = Atomics.load(this.u32, spaceWord);
     }
-    if (wanted !== 0) {
-      Atomics.store(this.u32, spaceWord, 0);
-      this.wakeSpace(headWord * WORD);
-    }
+    // The waiting producer clears its own flag once it has room; until then each release wakes it
+    // (clearing it here could erase a flag the producer has just set again for its next wait).
+    if (wanted !== 0) this.wakeSpace(headWord * WORD);
   }
 
   /**
@@ -280,6 +283,13 @@ export class InboxConsumer {
       let avail = this.available(lane, cursor);
       while (avail > 0 && delivered < limit) {
         const base = this.slotBase(lane, cursor);
+        if (this.u32[base + SLOT_MARK_OFFSET / WORD] === SLOT_MARK_SKIPPED) {
+          // Skipped (and counted) before a restart: pass it again without counting it again.
+          this.markDirty(lane);
+          cursor = (cursor + 1) >>> 0;
+          avail--;
+          continue;
+        }
         const slots = this.decode(lane, cursor, avail);
         if (slots === INVALID) {
           corrupt++;
@@ -400,12 +410,12 @@ export class InboxConsumer {
     const flagsWord = u32[base + SLOT_FLAGS_OFFSET / WORD]!;
     const message = u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD]!;
     // Every length read from shared memory is checked before it is used.
-    if (length > this.maxPayload || (flagsWord & FRAME_FLAG_CONTINUATION) !== 0) return INVALID;
+    if (length > this.maxPayload || message > this.maxMessage || (flagsWord & FRAME_FLAG_CONTINUATION) !== 0) return INVALID;
     let slots = 1;
     let bytes = this.bytes;
     let offset = base * WORD + SLOT_HEADER_LENGTH;
     if (message !== length) {
-      if (message < length || message > this.maxMessage || length !== this.maxPayload) return INVALID;
+      if (message < length || length !== this.maxPayload) return INVALID;
       slots = Math.ceil(message / this.maxPayload);
       if (slots > avail) return INVALID;
       bytes = this.assemble(lane, position, slots, message);

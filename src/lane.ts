@@ -175,7 +175,11 @@ export class LaneProducer {
       if (info.state === 'free') dead = true;
       else if (info.state === 'owned') dead = info.pid !== me && !owner.isAlive(info.pid, info.startTime);
       else if (info.state === 'taking') dead = info.pid !== me && !owner.isAlive(info.pid, 0);
-      else dead = false; // an owner word no producer writes: leave the lane alone
+      else {
+        // An owner word no producer writes: set the lane aside (the consumer counts it, stat shows it).
+        Atomics.store(u32, (laneOffset(lane) + LANE_STATE_OFFSET) / WORD, LANE_STATE_CORRUPT);
+        continue;
+      }
       if (!dead) continue;
       const expected = info.state === 'free' ? 0 : info.state === 'owned' ? info.pid : -info.pid;
       if (Atomics.compareExchange(i32, word, expected, -me) === expected) return LaneProducer.finishTake(buffer, lane, owner, info.state !== 'free');
@@ -201,6 +205,8 @@ export class LaneProducer {
     if (reused) addSharedU64(u32, INBOX_LANE_REUSES_OFFSET);
     const producer = new LaneProducer(buffer, lane, owner.pid);
     if (((producer.tail - producer.cachedHead) >>> 0) > producer.capacity) {
+      // Set it aside (the consumer counts it at its next visit) so that no one takes it again.
+      Atomics.store(u32, base + LANE_STATE_OFFSET / WORD, LANE_STATE_CORRUPT);
       producer.release();
       throw corruptLane(lane, producer.tail, producer.cachedHead);
     }
@@ -325,16 +331,20 @@ export class LaneProducer {
     }
   }
 
-  /** Write a message of `length` bytes over `slots` consecutive slots from the tail (not published). */
+  /**
+   * Write a message of `length` bytes — the prefix then the payload, one byte
+   * stream — over `slots` consecutive slots from the tail (not published).
+   * Each slot but the last holds maxPayload bytes of the stream.
+   */
   private writeMessage(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number, slots: number): void {
     const u32 = this.u32;
     const bytes = this.bytes;
     const max = this.maxPayload;
     const prefixLength = prefix === undefined ? 0 : prefix.length;
-    let taken = 0; // bytes of payload written so far
     for (let k = 0; k < slots; k++) {
       const base = this.slotBase((this.tail + k) >>> 0);
-      const here = k === slots - 1 ? length - k * max : max;
+      const from = k * max; // offset of this slot's first byte in the stream
+      const here = k === slots - 1 ? length - from : max;
       u32[base + SLOT_LENGTH_OFFSET / WORD] = here;
       u32[base + SLOT_FLAGS_OFFSET / WORD] = ((stamp.flags | (k === 0 ? 0 : FRAME_FLAG_CONTINUATION)) & 0xffff) | (stamp.sourceHost << 16);
       u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
@@ -343,15 +353,18 @@ export class LaneProducer {
       u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
       u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = length;
       u32[base + SLOT_MARK_OFFSET / WORD] = 0;
-      let at = base * WORD + SLOT_HEADER_LENGTH;
-      let left = here;
-      if (k === 0 && prefix !== undefined) {
-        bytes.set(prefix, at);
-        at += prefixLength;
-        left -= prefixLength;
+      const at = base * WORD + SLOT_HEADER_LENGTH;
+      // The part of the prefix in this slot, then the part of the payload.
+      let written = 0;
+      if (from < prefixLength) {
+        const end = Math.min(prefixLength, from + here);
+        bytes.set(prefix!.subarray(from, end), at);
+        written = end - from;
       }
-      bytes.set(payload.subarray(taken, taken + left), at);
-      taken += left;
+      if (written < here) {
+        const payloadFrom = from + written - prefixLength;
+        bytes.set(payload.subarray(payloadFrom, payloadFrom + here - written), at + written);
+      }
     }
   }
 
@@ -391,8 +404,16 @@ export class LaneProducer {
     Atomics.store(this.u32, this.spaceWord, 1);
     heavyBarrier();
     this.refreshHead();
-    if (((this.tail - this.cachedHead) >>> 0) + need <= this.capacity) return -1;
+    if (((this.tail - this.cachedHead) >>> 0) + need <= this.capacity) {
+      this.endSpaceWait();
+      return -1;
+    }
     return this.cachedHead;
+  }
+
+  /** The wait for room is over (room found, timed out or aborted): clear our flag. */
+  endSpaceWait(): void {
+    if (this.u32[this.spaceWord] !== 0) Atomics.store(this.u32, this.spaceWord, 0);
   }
 
   /** Byte offset of this lane's head word (the futex a producer waiting for room sleeps on). */

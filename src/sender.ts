@@ -194,17 +194,19 @@ export class Sender {
       this.checkSize(route, bytes.length);
       const result = this.offer(route, bytes);
       if (result !== OFFER_FULL) {
+        route.lane.endSpaceWait();
         this.sent(route, 1, result === OFFER_OK_RING);
         return true;
       }
       const remaining = deadline - performance.now();
+      if (remaining <= 0 || signal?.aborted === true) route.lane.endSpaceWait();
+      signal?.throwIfAborted();
       if (remaining <= 0) return this.refused(route, 1);
       const prefixLength = this.prefix === undefined ? 0 : this.prefix.length;
       const head = route.lane.prepareSpaceWait(route.lane.slotsFor(bytes.length + prefixLength));
       if (head < 0) continue;
       route.space ??= new FutexSleeper(route.segment.buffer, route.lane.headByteOffset);
       await sleepOrAbort(route.space, Math.min(remaining, SPACE_RECHECK_MS), head, signal);
-      signal?.throwIfAborted();
     }
   }
 

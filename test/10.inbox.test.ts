@@ -10,6 +10,7 @@ import { LaneProducer, type LaneOwner, type LivenessCheck } from '../src/lane';
 import { OFFER_FULL, OFFER_OK, OFFER_OK_RING, readInboxCounters, type FrameView, type ProducerStamp } from '../src/frame';
 import {
   FRAME_FLAG_CONTINUATION,
+  FRAME_FLAG_OUTBOUND,
   INBOX_CAPACITY_OFFSET,
   INBOX_LANE_COUNT_OFFSET,
   INBOX_LANES_IN_USE_OFFSET,
@@ -849,7 +850,10 @@ space('on a full lane it returns the head, and the next poll wakes exactly that 
   assert.is(b.lane.headByteOffset, laneOffset(1) + LANE_HEAD_OFFSET);
   assert.is(drain(consumer).length, 2 * a.lane.capacity);
   assert.equal(woken, [b.lane.headByteOffset], 'only the lane whose producer waits is woken');
-  assert.is(laneField(buffer, 1, LANE_SPACE_WANTED_OFFSET), 0, 'the consumer cleared the flag');
+  assert.is(laneField(buffer, 1, LANE_SPACE_WANTED_OFFSET), 1, 'the flag is the waiting producer\'s to clear');
+  // The producer finds room and ends its wait: its flag goes.
+  assert.is(b.lane.prepareSpaceWait(1), -1);
+  assert.is(laneField(buffer, 1, LANE_SPACE_WANTED_OFFSET), 0, 'the producer cleared its flag');
 
   // Without the flag, no wake.
   while (a.offer() !== OFFER_FULL);
@@ -1033,6 +1037,42 @@ relay('ids name lane and slot: lane * capacity + slot', () => {
   consumer.advanceHead();
   assert.is(laneField(buffer, 1, LANE_HEAD_OFFSET), (start + 4) >>> 0);
   assert.is(laneField(buffer, 0, LANE_HEAD_OFFSET), 0, 'lane 0 untouched');
+});
+
+long('an address prefix longer than a slot: the message is the prefix then the payload, whatever the slot boundaries', () => {
+  const buffer = makeInbox({ slotSize: 64, capacity: 16 });
+  const procs = new Processes();
+  const lane = LaneProducer.take(buffer, procs.spawn());
+  const consumer = new InboxConsumer(buffer);
+  const address = 'a-long-endpoint-name-for-this-test@some-host-name';
+  const prefix = new Uint8Array(address.length + 1);
+  prefix[0] = address.length;
+  for (let k = 0; k < address.length; k++) prefix[k + 1] = address.charCodeAt(k);
+  assert.ok(prefix.length > 64 - SLOT_HEADER_LENGTH, 'the prefix alone spans two slots');
+  const body = payload(5, 70);
+  const stamp = { ...stampOf(3), flags: FRAME_FLAG_OUTBOUND };
+  assert.is.not(lane.offer(stamp, DESTINATION, 0, body, prefix), OFFER_FULL);
+  const got: Array<{ address: string; bytes: number[]; slots: number }> = [];
+  consumer.poll((v) => got.push({ address: v.address, bytes: [...v.payload], slots: v.slots }), 10);
+  assert.equal(got, [{ address, bytes: [...body], slots: Math.ceil((prefix.length + body.length) / (64 - SLOT_HEADER_LENGTH)) }]);
+});
+
+relay('a tail moved behind what scan has read sets the lane aside (never hands out unpublished slots)', () => {
+  const buffer = makeInbox({ lanes: 2, capacity: 8 });
+  const procs = new Processes();
+  const a = take(buffer, procs.spawn());
+  const b = take(buffer, procs.spawn());
+  const consumer = new InboxConsumer(buffer);
+  for (let k = 0; k < 4; k++) a.offer();
+  b.offer();
+  assert.is(scanAll(consumer).length, 5);
+  // Lane 0's tail goes back to 2 while scan has read up to 4.
+  setWord(buffer, laneOffset(0) + LANE_TAIL_OFFSET, 2);
+  b.offer();
+  const again = scanAll(consumer);
+  assert.equal(again.map((f) => f.source), [b.id], 'only the healthy lane delivers');
+  assert.is(counters(buffer).corruptLanes, 1);
+  assert.ok(consumer.lanes()[0]!.corrupt);
 });
 
 oneLane.run();
