@@ -1,7 +1,7 @@
 /**
  * The runner's child processes: spawning them pinned to a CPU (taskset),
- * talking to the Node ones over the IPC protocol of common.ts, running the C
- * ring, collecting results, and making sure nothing outlives the run — every
+ * talking to the Node ones over the IPC protocol of common.ts (pairs, and
+ * single children without a peer), running the C ring, collecting results, and making sure nothing outlives the run — every
  * child is killed and every file the run made is removed when a row ends,
  * when the run ends, and on SIGINT/SIGTERM/SIGHUP.
  */
@@ -252,6 +252,31 @@ export async function runPair(settings: Settings, spec: PairSpec): Promise<Messa
   } finally {
     for (const child of children) child.kill();
     await Promise.all(children.map((c) => c.exited));
+  }
+}
+
+/**
+ * Run one Node child with no peer (the lane rows), pinned to the receiver
+ * CPU: its result, checked for bad frames. If it fails, the error describes
+ * the inboxes named `describe` of its namespace. The child is gone when this
+ * returns or throws.
+ */
+export async function runSolo(settings: Settings, file: string, role: string, args: RoleArgs, describe: readonly string[]): Promise<Message> {
+  const deadline = Date.now() + settings.rowTimeoutMs;
+  const child = new NodeChild(role, file, role, args, settings.cpuRecv);
+  try {
+    const result = await child.next('result', deadline);
+    if (Number(result.errors) !== 0) throw new Error(`${role}: ${String(result.errors)} bad frames`);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([child.exited, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
+    clearTimeout(timer);
+    return result;
+  } catch (err) {
+    if (err instanceof Error && args.namespace !== undefined) err.message += inboxStates(args.namespace, describe);
+    throw err;
+  } finally {
+    child.kill();
+    await child.exited;
   }
 }
 

@@ -46,6 +46,8 @@ export interface RoleArgs {
   namespace?: string;
   slotSize?: number;
   capacity?: number;
+  /** shmbus: lanes of the inbox (the receiver's, where a row sets it; else the default). Lane rows: the lane count measured. */
+  lanes?: number;
   /** Relay rows (relay.ts): own endpoint name, the address to send to (`name@host`). */
   name?: string;
   to?: string;

@@ -5,10 +5,12 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
+import * as layout from '../src/layout';
 import type { BacklogResult } from './backlog';
 import type { MachineInfo } from './machine';
 import { backlogMemoryTable, backlogPressureTable, relayCostTable, relayTable } from './report-relay';
 import { fmt, fmtPercent, localTable, medianOf, spreadTable, targetsTable, type Results } from './report';
+import { bytes, lanesCostTable, lanesFaninTable, lanesFigures, lanesMemoryTable } from './report-lanes';
 import type { Row } from './rows';
 import {
   BACKLOG_CAPACITY,
@@ -18,6 +20,9 @@ import {
   BACKLOG_TIMEOUT_MS,
   BENCHMARKS_FILE,
   CAPACITY,
+  LANE_COUNTS_COST,
+  LANE_COUNTS_MEMORY,
+  LANES_SIZE,
   MAX_FRAMES,
   MAX_ROUND_TRIPS,
   PRODUCERS,
@@ -25,6 +30,9 @@ import {
   SLOT_SIZE,
   TEMPLATE_FILE,
   WARMUP_MS,
+  WIDE_FANIN,
+  WIDE_FANIN_MIN_SECONDS,
+  WIDE_FANIN_WARMUP_MS,
   type Settings,
 } from './settings';
 import { fill } from './template';
@@ -101,10 +109,15 @@ function relayFigures(results: Results): Record<string, string> {
 export function templateInputs(run: RunRecord): { values: Record<string, string>; flags: Record<string, boolean> } {
   const { settings, results, rows, backlogs } = run;
   const hasImpl = (...impls: string[]) => rows.some((r) => impls.includes(r.impl));
+  const hasLanes = (measure: string) => rows.some((r) => r.impl === 'lanes' && r.measure === measure);
   const flags = {
     local: hasImpl('c', 'jsring', 'uds', 'shmbus'),
     relay: hasImpl('tcp', 'relay'),
     backlog: backlogs.length > 0,
+    lanes: hasImpl('lanes'),
+    lanesCost: hasLanes('consumer'),
+    lanesMemory: hasLanes('memory'),
+    lanesFanin: hasLanes('fanin'),
     pinned: run.pinned,
     relayIdleSpin: settings.relayIdle === 'spin',
     codeChanged: run.codeAtEnd !== run.codeAtStart,
@@ -140,6 +153,19 @@ export function templateInputs(run: RunRecord): { values: Record<string, string>
     'setting:slot64': String(SLOT_SIZE[64]),
     'setting:slot1024': String(SLOT_SIZE[1024]),
     'setting:producers': String(PRODUCERS),
+    'setting:defaultLanes': String(layout.DEFAULT_LANES),
+    'setting:relayLanes': String(layout.DEFAULT_RELAY_LANES),
+    'setting:maxLanes': String(layout.MAX_LANES),
+    'setting:defaultSlotSize': String(layout.DEFAULT_SLOT_SIZE),
+    'setting:defaultCapacity': String(layout.DEFAULT_CAPACITY),
+    'setting:laneLength': String(layout.LANE_LENGTH),
+    'setting:laneBytes': bytes(layout.DEFAULT_CAPACITY * layout.DEFAULT_SLOT_SIZE),
+    'setting:lanesCost': LANE_COUNTS_COST.join(', '),
+    'setting:lanesMemory': LANE_COUNTS_MEMORY.join(', '),
+    'setting:lanesSize': String(LANES_SIZE),
+    'setting:wideFanin': String(WIDE_FANIN),
+    'setting:wideFaninWarmupMs': String(WIDE_FANIN_WARMUP_MS),
+    'setting:wideFaninSeconds': String(Math.max(settings.seconds, WIDE_FANIN_MIN_SECONDS)),
     'setting:backlogFrames': count(settings.backlogFrames),
     'setting:backlogFramesM': (settings.backlogFrames / 1e6).toLocaleString('en-US'),
     'setting:backlogSize': String(BACKLOG_SIZE),
@@ -151,12 +177,16 @@ export function templateInputs(run: RunRecord): { values: Record<string, string>
     'figure:backlogForeign': fmtPercent(run.backlogForeign),
     'figure:outboundCapacity': count(backlogs[0]?.outboundCapacity ?? NaN),
     ...relayFigures(results),
+    ...lanesFigures(results),
     'table:local': localTable(results),
     'table:targets': targetsTable(results),
     'table:relay': relayTable(results),
     'table:relayCost': relayCostTable(results, rows),
     'table:backlogMemory': backlogMemoryTable(backlogs, settings.backlogStallMs),
     'table:backlogPressure': backlogPressureTable(backlogs, settings.backlogStallMs),
+    'table:lanesCost': lanesCostTable(results),
+    'table:lanesMemory': lanesMemoryTable(results),
+    'table:lanesFanin': lanesFaninTable(results),
     'table:spread': spreadTable(results, rows),
   };
   return { values, flags };

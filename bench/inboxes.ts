@@ -32,12 +32,13 @@ function depth(bytes: Buffer): number {
   return sum;
 }
 
-/** Per inbox of a namespace: depth, lanes in use, parked word and counters; '' if there is none. */
-export function inboxStates(namespace: string): string {
+/** Per inbox of a namespace (or only the endpoints in `names`): depth, lanes in use, parked word and counters; '' if there is none. */
+export function inboxStates(namespace: string, names?: readonly string[]): string {
   const states: string[] = [];
   try {
     for (const name of readdirSync(SHM_DIR)) {
       if (!name.startsWith(`shmbus.${namespace}.`) || !name.endsWith('.inbox')) continue;
+      if (names !== undefined && !names.includes(name.slice(`shmbus.${namespace}.`.length, -'.inbox'.length))) continue;
       const bytes = readFileSync(join(SHM_DIR, name));
       if (bytes.length < layout.INBOX_HEADER_LENGTH) continue;
       states.push(

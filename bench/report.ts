@@ -73,7 +73,10 @@ export function fmtSize(size: number): string {
 
 /** One run of a row, for the progress line. */
 export function describeMetric(metric: Metric): string {
-  return metric.rate !== undefined ? fmt(metric.rate, 'M/s') : `${fmt(metric.p50!, 'µs')}/${fmt(metric.p99!, 'µs')}`;
+  if (metric.rate !== undefined) return fmt(metric.rate, 'M/s');
+  if (metric.emptyNs !== undefined) return `${metric.emptyNs.toFixed(0)}/${metric.oneLaneNs!.toFixed(0)}/${metric.allLanesNs!.toFixed(0)}ns`;
+  if (metric.fileBytes !== undefined) return `${metric.freshBytes! >>> 10}/${metric.filledBytes! >>> 10}/${metric.fileBytes >>> 10}KiB`;
+  return `${fmt(metric.p50!, 'µs')}/${fmt(metric.p99!, 'µs')}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -199,17 +202,31 @@ export function targetsTable(results: Results): string {
   return out.join('\n');
 }
 
+/** The timed figures of a row, with how the spread table names and formats each (memory rows have none: they do not vary). */
+function spreadMetrics(row: Row): Array<{ metric: keyof Metric; label: string; show: (v: number) => string }> {
+  const us = (v: number) => fmt(v, 'µs');
+  if (row.measure === 'rttBusy' || row.measure === 'rttParked') return (['p50', 'p99'] as const).map((metric) => ({ metric, label: `${metric} µs`, show: us }));
+  if (row.measure === 'consumer') {
+    const ns = (v: number) => (Number.isFinite(v) ? v.toFixed(v >= 10 ? 0 : 1) : '—');
+    return [
+      { metric: 'emptyNs', label: 'empty poll ns', show: ns },
+      { metric: 'oneLaneNs', label: 'one lane busy ns/frame', show: ns },
+      { metric: 'allLanesNs', label: 'every lane busy ns/frame', show: ns },
+    ];
+  }
+  if (row.measure === 'memory') return [];
+  return [{ metric: 'rate', label: 'M frames/s', show: (v) => fmt(v, 'M/s') }];
+}
+
 /** Every row: median, min, max and spread over the rounds. */
 export function spreadTable(results: Results, rows: readonly Row[]): string {
   const out = ['| Row | metric | median | min | max | max/min | rounds ok |', '|---|---|--:|--:|--:|--:|--:|'];
   for (const row of rows) {
-    const metrics: Figure[] = row.measure === 'rttBusy' || row.measure === 'rttParked' ? ['p50', 'p99'] : ['rate'];
-    for (const metric of metrics) {
+    for (const { metric, label, show } of spreadMetrics(row)) {
       const v = valuesOf(results, row.id, metric).filter(Number.isFinite);
-      const unit: Unit = metric === 'rate' ? 'M/s' : 'µs';
       const min = v.length ? Math.min(...v) : NaN;
       const max = v.length ? Math.max(...v) : NaN;
-      out.push(`| ${row.id} | ${metric === 'rate' ? 'M frames/s' : `${metric} µs`} | ${fmt(median(v), unit)} | ${fmt(min, unit)} | ${fmt(max, unit)} | ${Number.isFinite(min) ? (max / min).toFixed(2) : '—'} | ${v.length}/${(results.get(row.id) ?? []).length} |`);
+      out.push(`| ${row.id} | ${label} | ${show(median(v))} | ${show(min)} | ${show(max)} | ${Number.isFinite(min) ? (max / min).toFixed(2) : '—'} | ${v.length}/${(results.get(row.id) ?? []).length} |`);
     }
   }
   return out.join('\n');

@@ -9,19 +9,44 @@
  *   shmbus  the Bus, public API only (bench/shmbus.ts)
  *   tcp     the UDS code over loopback TCP (bench/uds.ts), the relay path's baseline
  *   relay   app -> relay -> TCP -> relay -> app (bench/relay.ts, bench/relaypath.ts)
+ *   lanes   what the number of lanes per inbox costs (bench/lanes.ts; the wide
+ *           fan-in through bench/shmbus.ts); the id's last field is the lane count
  *
  * Every row's processes are fresh, and its files are gone when it returns.
  */
 import { rmSync } from 'node:fs';
 import type { RoleArgs, RttResult, ThroughputResult } from './common';
-import { rowFile, rowNamespace, runPair, runSpsc, type Message, type PairSpec } from './children';
+import { rowFile, rowNamespace, runPair, runSolo, runSpsc, type Message, type PairSpec } from './children';
 import { relayCluster, runRelayPair } from './relaypath';
-import { BATCH, CAPACITY, JSRING_FILE, MAX_FRAMES, MAX_ROUND_TRIPS, PRODUCERS, SHMBUS_FILE, SIZES, SLOT_SIZE, UDS_FILE, measuredArgs, type Settings } from './settings';
+import {
+  BATCH,
+  CAPACITY,
+  JSRING_FILE,
+  LANE_COUNTS_COST,
+  LANE_COUNTS_MEMORY,
+  LANES_FILE,
+  LANES_SIZE,
+  MAX_FRAMES,
+  MAX_ROUND_TRIPS,
+  PRODUCERS,
+  SHMBUS_FILE,
+  SIZES,
+  SLOT_SIZE,
+  UDS_FILE,
+  WIDE_FANIN,
+  WIDE_FANIN_MIN_SECONDS,
+  WIDE_FANIN_WARMUP_MS,
+  measuredArgs,
+  type Settings,
+} from './settings';
 
-export const IMPLS = ['c', 'jsring', 'uds', 'shmbus', 'tcp', 'relay'] as const;
+export const IMPLS = ['c', 'jsring', 'uds', 'shmbus', 'tcp', 'relay', 'lanes'] as const;
 export type Impl = (typeof IMPLS)[number];
-/** oneway1/oneway32: one-way throughput, 1 or 32 frames per send; rttBusy/rttParked: round trip, spinning or parked; fanin: PRODUCERS → 1. */
-export type Measure = 'oneway1' | 'oneway32' | 'rttBusy' | 'rttParked' | 'fanin';
+/**
+ * oneway1/oneway32: one-way throughput, 1 or 32 frames per send; rttBusy/rttParked: round trip, spinning or parked;
+ * fanin: PRODUCERS → 1 (lane rows: WIDE_FANIN → 1); consumer, memory: the lane rows' consumer cost and inbox memory.
+ */
+export type Measure = 'oneway1' | 'oneway32' | 'rttBusy' | 'rttParked' | 'fanin' | 'consumer' | 'memory';
 
 /** What one run of a row yields. */
 export interface Metric {
@@ -35,6 +60,15 @@ export interface Metric {
   /** Relay rows: CPU time of each relay per frame carried (µs; warm-up included). */
   alphaCpuUs?: number;
   betaCpuUs?: number;
+  /** Lane rows (consumer): ns per empty recvBatch call; per frame with one lane busy, with every lane busy; of an empty timed section (subtracted). */
+  emptyNs?: number;
+  oneLaneNs?: number;
+  allLanesNs?: number;
+  timerNs?: number;
+  /** Lane rows (memory): the inbox's file size; its allocated bytes fresh, and with one lane full. */
+  fileBytes?: number;
+  freshBytes?: number;
+  filledBytes?: number;
 }
 
 export interface Row {
@@ -44,11 +78,18 @@ export interface Row {
   size: number;
   /** Relay rows: the batchFrames of their cluster. */
   relayBatch?: number;
+  /** Lane rows: the inbox's lane count. */
+  lanes?: number;
   run(): Promise<Metric>;
 }
 
 export function rowId(impl: Impl, measure: Measure, size: number): string {
   return `${impl}:${measure}:${size}`;
+}
+
+/** A lane row's id: `lanes:<measure>:<lane count>` (its payloads are LANES_SIZE bytes). */
+export function laneRowId(measure: Measure, lanes: number): string {
+  return `lanes:${measure}:${lanes}`;
 }
 
 const rate = (m: Message): Metric => ({ rate: (m as unknown as ThroughputResult).rate });
@@ -117,5 +158,30 @@ export function defineRows(settings: Settings, spsc: string | null): Row[] {
     add('relay', 'oneway32', size, relay(BATCH, 'sink', 'source', 'receiver', false), BATCH);
     add('relay', 'rttParked', size, relay(BATCH, 'echoParked', 'pingParked', 'sender', true), BATCH);
   }
+
+  // What the number of lanes per inbox costs: one process per row (bench/lanes.ts), and a wide fan-in.
+  const addLanes = (measure: Measure, lanes: number, run: () => Promise<Metric>) => rows.push({ id: laneRowId(measure, lanes), impl: 'lanes', measure, size: LANES_SIZE, lanes, run });
+  const solo = (role: string, lanes: number, pick: readonly (keyof Metric)[]) => async () => {
+    const m = await runSolo(settings, LANES_FILE, role, { ...measuredArgs(settings, LANES_SIZE, false), namespace: rowNamespace(), lanes }, ['rx']);
+    return Object.fromEntries(pick.map((k) => [k, Number(m[k])])) as Metric;
+  };
+  for (const lanes of LANE_COUNTS_COST) addLanes('consumer', lanes, solo('consumerCost', lanes, ['emptyNs', 'oneLaneNs', 'allLanesNs', 'timerNs']));
+  for (const lanes of LANE_COUNTS_MEMORY) addLanes('memory', lanes, solo('memory', lanes, ['fileBytes', 'freshBytes', 'filledBytes']));
+  // WIDE_FANIN producer processes into an inbox of as many lanes; otherwise the shmbus fan-in row at LANES_SIZE,
+  // with a longer warm-up and window (settings.ts).
+  const wideArgs = { ...measuredArgs(settings, LANES_SIZE, false), warmupMs: WIDE_FANIN_WARMUP_MS, seconds: Math.max(settings.seconds, WIDE_FANIN_MIN_SECONDS) };
+  addLanes('fanin', WIDE_FANIN, async () =>
+    rate(
+      await runPair(settings, {
+        file: SHMBUS_FILE,
+        receiver: 'sink',
+        sender: 'source',
+        senders: WIDE_FANIN,
+        measuring: 'receiver',
+        args: { ...wideArgs, producers: WIDE_FANIN, ...inbox(LANES_SIZE, 1)().args },
+        receiverArgs: { lanes: WIDE_FANIN },
+      }),
+    ),
+  );
   return rows.filter((row) => settings.only.test(row.id));
 }

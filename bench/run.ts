@@ -3,7 +3,8 @@
  * JS SPSC ring over an addon mapping and Node Unix-domain sockets, between
  * two processes pinned to separate cores; the relay path (app -> relay ->
  * TCP -> relay -> app, two "hosts" as namespaces) against a direct Node TCP
- * connection; and the relays' memory under a 1 M-frame backlog.
+ * connection; the relays' memory under a 1 M-frame backlog; and what the
+ * number of lanes per inbox costs (the lane rows, `--only lanes`).
  *
  *   npm run build && npm run bench                  print the tables
  *   npm run build && npm run bench -- --write       ... and write BENCHMARKS.md
@@ -16,8 +17,9 @@
  * same round, so they saw the same vCPU placement).
  *
  * The walk: settings.ts (options) -> rows.ts (what each row runs, through
- * children.ts, relaypath.ts and backlog.ts) -> report.ts / report-relay.ts
- * (tables) -> document.ts (BENCHMARKS.md from BENCHMARKS.template.md).
+ * children.ts, relaypath.ts and backlog.ts) -> report.ts / report-relay.ts /
+ * report-lanes.ts (tables) -> document.ts (BENCHMARKS.md from
+ * BENCHMARKS.template.md).
  */
 import { loadavg } from 'node:os';
 import { BACKLOG_VARIANTS, runBacklog, type BacklogResult } from './backlog';
@@ -27,6 +29,7 @@ import { codeVersion, cpuSnapshot, foreignShare, machine, QUIET_SHARE, stealShar
 import { relayCluster, relayProblems, stopRoundClusters } from './relaypath';
 import { backlogMemoryTable, backlogPressureTable, mib, relayCostTable, relayTable } from './report-relay';
 import { describeMetric, fmtPercent, localTable, targetsTable, type Results } from './report';
+import { lanesCostTable, lanesFaninTable, lanesMemoryTable } from './report-lanes';
 import { defineRows } from './rows';
 import { BACKLOG_ID, EXIT_USAGE, EXT, SPSC_BINARY, UsageError, helpText, parseSettings, type Settings } from './settings';
 
@@ -174,6 +177,7 @@ async function main(): Promise<void> {
   const hasRelay = rows.some((r) => r.impl === 'tcp' || r.impl === 'relay');
   if (hasLocal) console.log(`${localTable(results)}\n\nTargets (64 B):\n\n${targetsTable(results)}\n`);
   if (hasRelay) console.log(`Relay path:\n\n${relayTable(results)}\n\n${relayCostTable(results, rows)}\n`);
+  if (rows.some((r) => r.impl === 'lanes')) console.log(`Lanes per inbox:\n\n${[lanesCostTable(results), lanesMemoryTable(results), lanesFaninTable(results)].filter(Boolean).join('\n\n')}\n`);
   if (backlogs.length) console.log(`Relay memory under a backlog (other processes used ${fmtPercent(backlogForeign)} of the machine meanwhile):\n\n${backlogMemoryTable(backlogs, settings.backlogStallMs)}\n\n${backlogPressureTable(backlogs, settings.backlogStallMs)}\n`);
   if (relayProblems.length) console.error(`bench: relay problems: ${relayProblems.join('; ')}`);
   console.log(`${settings.rounds} round${settings.rounds === 1 ? '' : 's'}, ${record.elapsedSeconds.toFixed(0)} s; CPU time used by other processes during the run: ${fmtPercent(foreign)} of the machine; steal ${fmtPercent(record.steal)}`);

@@ -173,7 +173,8 @@ export function helpText(): string {
     'Measures shmbus against a C shared-memory SPSC ring, a plain JS SPSC ring over an addon',
     'mapping, Node Unix-domain sockets, and (between two "hosts" on this machine) the relay path',
     'against direct TCP; each row runs once per round, in rotating order, and every figure is a',
-    'median over the rounds (ratios: medians of same-round ratios). Row ids are <impl>:<measure>:<size>.',
+    'median over the rounds (ratios: medians of same-round ratios). Row ids are <impl>:<measure>:<size>,',
+    'except the lane rows (what the number of lanes per inbox costs): lanes:<measure>:<lane count>.',
     '',
     'Options (the environment variable is used when the option is not given):',
   ];
@@ -207,6 +208,27 @@ export const CAPACITY = 4096;
 export const SLOT_SIZE: Readonly<Record<number, number>> = { 64: 128, 1024: 1088 };
 /** Producer processes of the fan-in rows. */
 export const PRODUCERS = 4;
+
+/**
+ * The lane rows (`lanes:<measure>:<lane count>`, bench/lanes.ts): the lane
+ * counts whose consumer cost is measured (each with that many producers, one
+ * lane each, so that every lane is in use) and whose memory is measured.
+ * Their inboxes have the shipped default slot size and capacity.
+ */
+export const LANE_COUNTS_COST = [1, 4, 16, 64, 256] as const;
+export const LANE_COUNTS_MEMORY = [1, 16, 64, 256] as const;
+/** Payload bytes of the lane rows' frames. */
+export const LANES_SIZE = 64;
+/** The wide fan-in row: this many producer processes into an inbox of as many lanes (the default). */
+export const WIDE_FANIN = 16;
+/**
+ * Its warm-up: WARMUP_MS scaled by WIDE_FANIN / PRODUCERS, so that each of its
+ * producers (taking turns on one core) gets as much warm-up CPU as those of
+ * the PRODUCERS-wide row; and its shortest measured window, s (a shorter one
+ * can end before every producer has been scheduled in it).
+ */
+export const WIDE_FANIN_WARMUP_MS = (WARMUP_MS * WIDE_FANIN) / PRODUCERS;
+export const WIDE_FANIN_MIN_SECONDS = 0.5;
 
 /** The arguments every measured child gets (throughput or RTT); rows add their own. */
 export function measuredArgs(settings: Settings, size: number, rtt: boolean): RoleArgs {
@@ -252,6 +274,7 @@ export const UDS_FILE = join(__dirname, `uds${EXT}`);
 export const SHMBUS_FILE = join(__dirname, `shmbus${EXT}`);
 export const JSRING_FILE = join(__dirname, `jsring${EXT}`);
 export const RELAY_FILE = join(__dirname, `relay${EXT}`);
+export const LANES_FILE = join(__dirname, `lanes${EXT}`);
 export const RELAY_CLI = join(__dirname, '..', 'relay', `cli${EXT}`);
 export const SPSC_SOURCE = join(ROOT, 'bench', 'c', 'spsc.c');
 export const SPSC_BINARY = join(ROOT, 'bench', 'out', 'spsc');

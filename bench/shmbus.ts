@@ -2,7 +2,7 @@
  * shmbus between processes, through the public API only.
  *
  * Roles (spawned by run.ts, one process each):
- *   sink        owns inbox "rx"; busy-polls recvBatch (zero-copy FrameView), checks every frame
+ *   sink        owns inbox "rx" (of `lanes` lanes when the row sets it); busy-polls recvBatch (zero-copy FrameView), checks every frame
  *   source      owns "tx<id>"; sends to "rx": sendToLocal per frame (batch 1) or
  *               sendToLocalBatch of `batch` reused payloads; spins while the inbox is full
  *   echo        owns "srv"; busy-polls recvBatch and sends each frame back to "cli"
@@ -17,7 +17,7 @@ import { Bus, type FrameView } from '../src/index';
 import { KIND_END, KIND_MEASURED, Phases, ThroughputChecker, Watchdog, childMain, filler, readSeq, rttResult, stamp, tell, waitForGo, type RoleArgs } from './common';
 
 function open(args: RoleArgs, name: string): Bus {
-  return Bus.openSync({ name, namespace: args.namespace!, slotSize: args.slotSize!, capacity: args.capacity! });
+  return Bus.openSync({ name, namespace: args.namespace!, slotSize: args.slotSize!, capacity: args.capacity!, ...(args.lanes !== undefined ? { lanes: args.lanes } : {}) });
 }
 
 /** What a row sends through: one destination; a frame, or `count` frames of `payloads` from `start`. */

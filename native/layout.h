@@ -161,12 +161,12 @@
 #define SHMBUS_LANE_OWNER_OFFSET 0             /* i32: 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
 #define SHMBUS_LANE_OWNER_START_TIME_OFFSET 8  /* u64: stored before the pid */
 #define SHMBUS_LANE_TAIL_OFFSET 16             /* u32: written by the lane's owner; SYNC POINT: lane publish */
-#define SHMBUS_LANE_SPACE_WANTED_OFFSET 20     /* u32: 1 while the owner waits for room; SYNC POINT: space wanted */
+#define SHMBUS_LANE_SPACE_WANTED_OFFSET 20     /* u32: 1 while the owner waits for room (set and cleared by the owner only); SYNC POINT: space wanted */
 #define SHMBUS_LANE_HEAD_OFFSET 64             /* u32: written by the consumer; futex word; SYNC POINT: lane release */
-#define SHMBUS_LANE_STATE_OFFSET 68            /* u32: SHMBUS_LANE_STATE_* (written by the consumer) */
+#define SHMBUS_LANE_STATE_OFFSET 68            /* u32: SHMBUS_LANE_STATE_* (set to CORRUPT by the consumer, or by a producer that finds the lane impossible) */
 #define SHMBUS_LANE_STATE_OK 0
 #define SHMBUS_LANE_STATE_CORRUPT 1 /* set aside: never read, never taken again */
-/* Largest pid Linux hands out (PID_MAX_LIMIT): an owner word beyond +-this is not valid. */
+/* Largest pid Linux hands out (PID_MAX_LIMIT): an owner word beyond +-this is not valid (a taker sets the lane aside). */
 #define SHMBUS_MAX_PID 4194304
 
 /* Slot header (offsets from the start of the slot); the payload follows. */
@@ -180,8 +180,10 @@
 #define SHMBUS_SLOT_MESSAGE_LENGTH_OFFSET 24     /* u32 bytes of the whole message */
 #define SHMBUS_SLOT_MARK_OFFSET 28               /* u32 consumer mark: 0 from the producer */
 #define SHMBUS_SLOT_HEADER_LENGTH 32
-/* Consumer marks (relay mode): a frame finished out of order and not yet passed by the head; a slot
- * skipped as invalid (counted as corrupt, not as received). */
+/* Consumer marks (relay mode). DONE: a frame finished out of order, counted as received when the head
+ * passes it. SKIPPED: a slot scan skipped as invalid, counted as corrupt once; the head passes it without
+ * counting it as received, and a restarted scan passes it without decoding or counting it again. A frame
+ * whose mark is non-zero is not handed out again. */
 #define SHMBUS_SLOT_MARK_DONE 1
 #define SHMBUS_SLOT_MARK_SKIPPED 2
 
@@ -366,10 +368,10 @@ typedef struct shmbus_lane {
   uint32_t reserved_4;         /* reserved, zero */
   shmbus_u64 owner_start_time; /* clock ticks since boot; stored before the pid */
   uint32_t tail;               /* next position to publish; SYNC POINT: lane publish */
-  uint32_t space_wanted;       /* 1 while the owner waits for room; SYNC POINT: space wanted */
+  uint32_t space_wanted;       /* 1 while the owner waits for room (the owner clears it); SYNC POINT: space wanted */
   uint8_t reserved_24[SHMBUS_LANE_HEAD_OFFSET - SHMBUS_LANE_SPACE_WANTED_OFFSET - 4];
   uint32_t head;               /* next position to consume; futex word; SYNC POINT: lane release */
-  uint32_t state;              /* SHMBUS_LANE_STATE_* */
+  uint32_t state;              /* SHMBUS_LANE_STATE_* (CORRUPT: set aside by the consumer or a producer) */
   uint8_t reserved_72[SHMBUS_LANE_LENGTH - SHMBUS_LANE_STATE_OFFSET - 4];
 } shmbus_lane;
 

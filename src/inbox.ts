@@ -41,6 +41,7 @@ import {
   INBOX_RECEIVED_OFFSET,
   INBOX_SLOT_SIZE_OFFSET,
   LANE_HEAD_OFFSET,
+  LANE_LENGTH,
   LANE_SPACE_WANTED_OFFSET,
   LANE_STATE_CORRUPT,
   LANE_STATE_OFFSET,
@@ -64,6 +65,10 @@ import {
 const WORD = 4;
 const PARKED = INBOX_PARKED_OFFSET / WORD;
 const LANES_IN_USE = INBOX_LANES_IN_USE_OFFSET / WORD;
+/** Word index of lane 0's descriptor, and words per descriptor. */
+const LANE0_WORD = laneOffset(0) / WORD;
+const LANE_WORDS = LANE_LENGTH / WORD;
+const LANE_TAIL_WORD = LANE_TAIL_OFFSET / WORD;
 /** decode(): the slot does not hold a valid frame. */
 const INVALID = 0;
 
@@ -152,8 +157,9 @@ export class InboxConsumer {
     u32[INBOX_MAX_MESSAGE_OFFSET / WORD] = maxMessage;
   }
 
+  /** Word index of a lane descriptor's field (integer arithmetic: this runs once per lane per poll). */
   private laneWord(lane: number, fieldOffset: number): number {
-    return (laneOffset(lane) + fieldOffset) / WORD;
+    return LANE0_WORD + lane * LANE_WORDS + (fieldOffset >> 2);
   }
 
   private slotBase(lane: number, position: number): number {
@@ -229,12 +235,13 @@ export class InboxConsumer {
     let delivered = 0;
     let corrupt = 0;
     let lane = this.nextLane < lanes ? this.nextLane : 0;
+    const u32 = this.u32;
+    const heads = this.heads;
     try {
       for (let visited = 0; visited < lanes && delivered < limit; visited++, lane = lane + 1 === lanes ? 0 : lane + 1) {
-        if (this.corrupt[lane] !== 0) continue;
-        const head0 = this.heads[lane]!;
-        // Cheap emptiness hint (a stale value only delays the frame to the next poll).
-        if (this.u32[this.laneWord(lane, LANE_TAIL_OFFSET)] === head0) continue;
+        const head0 = heads[lane]!;
+        // Cheap emptiness hint, the whole cost of an idle lane (a stale value only delays the frame to the next poll).
+        if (u32[LANE0_WORD + lane * LANE_WORDS + LANE_TAIL_WORD] === head0 || this.corrupt[lane] !== 0) continue;
         let avail = this.available(lane, head0);
         if (avail <= 0) continue;
         let head = head0;

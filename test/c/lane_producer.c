@@ -6,7 +6,7 @@
  * It attaches the inbox (§7.2), takes a lane (§7.8), sends `frames`
  * sequence-numbered frames in batches (§7.9: one publish per batch, the fenced
  * light side of §3), waits for room when its lane is full (§7.12, the heavy
- * side: with membarrier), rings the futex doorbell whenever its
+ * side: with membarrier; it clears its own space-wanted flag when the wait ends), rings the futex doorbell whenever its
  * publish finds the consumer parked (§7.11), optionally publishes one frame
  * whose length is one byte past the slot's payload (§7.10: the consumer must
  * skip and count it), sends each long message over several slots with one
@@ -214,6 +214,7 @@ static void finish_take(uint32_t l, int reused) {
   tail = LOAD(&lane->tail);
   cached_head = LOAD(&lane->head); /* SYNC POINT lane release (acquire) */
   if (tail - cached_head > capacity) {
+    STORE(&lane->state, (uint32_t)SHMBUS_LANE_STATE_CORRUPT); /* set it aside: no one takes it again */
     release_lane();
     fail(EXIT_CORRUPT, "lane %u: tail %u, head %u (ERR_SHMBUS_CORRUPT_SEGMENT)", l, tail, cached_head);
   }
@@ -238,7 +239,10 @@ static void take_lane(void) {
     uint64_t st = ((uint64_t)LOAD(&x->owner_start_time.high) << 32) | LOAD(&x->owner_start_time.low);
     int dead;
     if (w == 0) dead = 1;
-    else if (w > SHMBUS_MAX_PID || w < -SHMBUS_MAX_PID) continue;
+    else if (w > SHMBUS_MAX_PID || w < -SHMBUS_MAX_PID) { /* no producer writes this: set the lane aside */
+      STORE(&x->state, (uint32_t)SHMBUS_LANE_STATE_CORRUPT);
+      continue;
+    }
     else if (w > 0) dead = w != me && !alive(w, st);
     else dead = -w != me && !alive(-w, 0); /* being taken: pid only */
     if (dead && cas_i32(&x->owner, w, -me) == w) {
@@ -266,6 +270,11 @@ static int room(uint32_t need) {
   return tail - cached_head + need <= capacity;
 }
 
+/* §7.12 end_space_wait: only the waiting producer clears its flag (the consumer never does). */
+static void end_space_wait(void) {
+  if (__atomic_load_n(&lane->space_wanted, __ATOMIC_RELAXED) != 0) STORE(&lane->space_wanted, 0u);
+}
+
 /* §7.12: wait until `need` slots are free. */
 static void wait_for_room(uint32_t need) {
   int64_t deadline = now_ns() + DEADLINE_NS;
@@ -273,9 +282,15 @@ static void wait_for_room(uint32_t need) {
     STORE(&lane->space_wanted, 1u); /* SYNC POINT space wanted (heavy side): store, barrier, THEN load head */
     heavy_barrier();
     refresh_head();
-    if (tail - cached_head + need <= capacity) return;
+    if (tail - cached_head + need <= capacity) {
+      end_space_wait();
+      return;
+    }
     int64_t left = deadline - now_ns();
-    if (left <= 0) fail(EXIT_TIMEOUT, "no room in lane %u for 20 s", lane_index);
+    if (left <= 0) {
+      end_space_wait();
+      fail(EXIT_TIMEOUT, "no room in lane %u for 20 s", lane_index);
+    }
     waits++;
     futex_wait(&lane->head, cached_head, left < 100000000LL ? left : 100000000LL);
   }
