@@ -16,10 +16,15 @@ import {
   SEGMENT_MAGIC,
   SLOT_HEADER_LENGTH,
   VERSION_OFFSET,
+  ENTRY_OWNER_PID_OFFSET,
+  ENTRY_OWNER_START_TIME_OFFSET,
+  SEGMENT_KIND_DIRECTORY,
   directoryFileName,
+  entryOffset,
   inboxFileName,
 } from '../src/layout';
-import { cleanupAll, deadline, filesIn, registerCleanup, shmDir, uniqueNamespace } from './_helpers';
+import { cleanupAll, deadline, filesIn, registerCleanup, shmDir, spawnChild, uniqueNamespace } from './_helpers';
+import { Segment, processStartTime } from '../src/segment';
 
 /** Assert that `fn` throws (or rejects with) a BusError of `code`. */
 async function rejects(fn: () => unknown, code: string): Promise<Error> {
@@ -67,6 +72,34 @@ lifecycle('creates the directory and an inbox, and removes both on the last clos
   assert.equal(filesIn(dir), [inboxFileName(namespace, 'b'), directoryFileName(namespace)].sort());
   await b.close();
   assert.equal(filesIn(dir), []);
+});
+
+lifecycle('a name whose owner pid runs with another start time (its pid reused) is taken over; the true owner is not', async () => {
+  const { dir, namespace, open } = context();
+  const owner = spawnChild('owner', { dir, ns: namespace, name: 'x' });
+  await owner.line(/^ready$/);
+  owner.process.kill('SIGSTOP'); // alive, and not going to close
+  const pid = owner.process.pid!;
+  const probe = await open('probe');
+  await rejects(() => open('x'), 'ERR_SHMBUS_NAME_IN_USE');
+  // Make the entry say "pid <live pid>, started at another time": the process that registered is gone, its pid reused.
+  const directory = Segment.attach(join(dir, directoryFileName(namespace)), SEGMENT_KIND_DIRECTORY);
+  try {
+    const index = [...Array(256).keys()].find((i) => {
+      const base = entryOffset(i) / 4;
+      return directory.i32[base + ENTRY_OWNER_PID_OFFSET / 4] === pid;
+    });
+    assert.ok(index !== undefined, 'the child owns an entry');
+    const word = (entryOffset(index) + ENTRY_OWNER_START_TIME_OFFSET) / 4;
+    assert.is(directory.u32[word], processStartTime(pid) >>> 0);
+    directory.u32[word] = (processStartTime(pid) + 1) >>> 0;
+  } finally {
+    directory.unmap();
+  }
+  const x = await open('x');
+  assert.ok(probe.sendToLocal('x', bytes('after takeover')));
+  assert.is(text(x.recvFromLocal()!.payload), 'after takeover');
+  owner.process.kill('SIGKILL');
 });
 
 lifecycle('close is idempotent and later calls fail with ERR_SHMBUS_CLOSED', async () => {
