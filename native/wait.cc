@@ -471,7 +471,8 @@ Napi::Value CreateWaiter(const Napi::CallbackInfo& info) {
   return env.GetInstanceData<AddonData>()->waiterCtor.New({Arg(info, 0), Arg(info, 1), Arg(info, 2)});
 }
 
-// processStartTime(pid): clock ticks since boot, or -1 if there is no such process
+// processStartTime(pid): clock ticks since boot, or -1 if there is no such process (or it has
+// exited and waits to be reaped: a zombie)
 Napi::Value ProcessStartTime(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Value pidValue = Arg(info, 0);
@@ -512,6 +513,10 @@ Napi::Value ProcessStartTime(const Napi::CallbackInfo& info) {
   size_t close = text.rfind(')');
   if (close == std::string::npos) ThrowSystemError(env, EINVAL, "read", path.c_str(), "unexpected format");
   const char* p = text.c_str() + close + 1;
+  while (*p == ' ') p++;
+  // A zombie (Z) or dying (X) process has exited: it runs no code and writes no memory any
+  // more, only its parent has not reaped it yet. For shmbus it is gone.
+  if (*p == 'Z' || *p == 'X') return Napi::Number::New(env, -1);
   for (int field = 3; field < 22; field++) {
     while (*p == ' ') p++;
     while (*p != ' ' && *p != '\0') p++;

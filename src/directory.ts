@@ -441,10 +441,16 @@ export class Directory {
     const i32 = this.segment.i32;
     const word = DIR_LOCK_OFFSET / WORD;
     const me = process.pid;
-    const deadline = performance.now() + this.options.lockTimeoutMs;
+    // The timeout is per holder: queued behind many short holders (a burst of registrations) is not a stuck lock.
+    let deadline = performance.now() + this.options.lockTimeoutMs;
+    let lastHolder = 0;
     for (let spins = 0; ; spins++) {
       const holder = Atomics.compareExchange(i32, word, 0, me);
       if (holder === 0) return;
+      if (holder !== lastHolder) {
+        lastHolder = holder;
+        deadline = performance.now() + this.options.lockTimeoutMs;
+      }
       // A holder with our own pid is another thread of this process (a worker): wait for it like any live holder.
       if (holder !== me && !isProcessAlive(holder) && Atomics.compareExchange(i32, word, holder, me) === holder) {
         this.repairLocked();

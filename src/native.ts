@@ -80,7 +80,8 @@ export interface NativeBinding {
   createWaiter(buffer: ArrayBuffer, byteOffset: number, callback: (result: WaitResult) => void): NativeWaiter;
   /**
    * Start time of process `pid` in clock ticks since boot (field 22 of
-   * `/proc/<pid>/stat`), or -1 if no such process exists. Together with the pid
+   * `/proc/<pid>/stat`), or -1 if no such process exists or it has exited and
+   * waits to be reaped (state `Z` or `X`: a zombie writes no memory). Together with the pid
    * it names one process for the life of the machine (pids are reused, start
    * times of a reused pid differ).
    */
