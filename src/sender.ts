@@ -131,20 +131,30 @@ export class Sender {
    * as a message of its own, in order.
    */
   sendBatch(payloads: readonly Payload[], start = 0, count = payloads.length - start): number {
-    const bytes = new Array<Uint8Array>(count);
-    for (let k = 0; k < count; k++) bytes[k] = toBytes(payloads[start + k]);
+    // Payloads that are Uint8Arrays already (the common case) are used as given: no array is built per call.
+    let bytes: Uint8Array[] | null = null;
+    let maxLength = 0;
+    for (let k = 0; k < count; k++) {
+      const payload = payloads[start + k];
+      let b: Uint8Array;
+      if (payload instanceof Uint8Array && bytes === null) {
+        b = payload;
+      } else {
+        if (bytes === null) bytes = (payloads.slice(start, start + k) as Uint8Array[]);
+        b = toBytes(payload);
+        bytes.push(b);
+      }
+      if (b.length > maxLength) maxLength = b.length;
+    }
     const route = this.current();
     const lane = route.lane;
-    let allFit = this.prefix === undefined;
-    for (let k = 0; k < count; k++) {
-      const length = bytes[k]!.length;
-      this.checkSize(route, length);
-      if (length > lane.maxPayload) allFit = false;
-    }
-    if (!allFit) return this.sendEach(route, bytes);
+    this.checkSize(route, maxLength);
+    const source = bytes ?? (payloads as readonly Uint8Array[]);
+    const first = bytes === null ? start : 0;
+    if (this.prefix !== undefined || maxLength > lane.maxPayload) return this.sendEach(route, source, first, count);
     let written: number;
     try {
-      written = lane.offerBatch(this.stamp, route.entry.index, this.origin.sequence, bytes, 0, count);
+      written = lane.offerBatch(this.stamp, route.entry.index, this.origin.sequence, source, first, count);
     } catch (err) {
       if (isBusError(err, 'ERR_SHMBUS_CORRUPT_SEGMENT')) this.routes.drop(route);
       throw err;
@@ -155,11 +165,11 @@ export class Sender {
   }
 
   /** A batch with long messages or an address prefix: one offer each, stopping at the first refusal. */
-  private sendEach(route: Route, bytes: Uint8Array[]): number {
+  private sendEach(route: Route, bytes: readonly Uint8Array[], first: number, count: number): number {
     let ring = false;
     let written = 0;
-    for (; written < bytes.length; written++) {
-      const result = this.offer(route, bytes[written]!);
+    for (; written < count; written++) {
+      const result = this.offer(route, bytes[first + written]!);
       if (result === OFFER_FULL) break;
       if (result === OFFER_OK_RING) ring = true;
       this.origin.sequence = (this.origin.sequence + 1) >>> 0;
@@ -168,7 +178,7 @@ export class Sender {
       addU64(this.origin.counters, INBOX_SENT_OFFSET, written);
       if (ring) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     }
-    if (written < bytes.length) this.refused(route, bytes.length - written);
+    if (written < count) this.refused(route, count - written);
     return written;
   }
 
