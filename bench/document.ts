@@ -9,7 +9,7 @@ import * as layout from '../src/layout';
 import type { BacklogResult } from './backlog';
 import type { MachineInfo } from './machine';
 import { backlogMemoryTable, backlogPressureTable, relayCostTable, relayTable } from './report-relay';
-import { fmt, fmtPercent, localTable, medianOf, spreadTable, targetsTable, type Results } from './report';
+import { fmt, fmtPercent, fmtRatio, fmtShare, localTable, medianOf, roundRatio, spreadTable, targetsTable, type Results } from './report';
 import { bytes, lanesCostTable, lanesFaninTable, lanesFigures, lanesMemoryTable } from './report-lanes';
 import type { Row } from './rows';
 import {
@@ -105,6 +105,23 @@ function relayFigures(results: Results): Record<string, string> {
   };
 }
 
+/** The figures the local prose quotes (same-round ratios, medians). */
+function localFigures(results: Results): Record<string, string> {
+  const m = (id: string) => medianOf(results, id, 'rate');
+  const r = (a: string, b: string) => roundRatio(results, a, b, 'rate');
+  return {
+    'figure:c1': fmt(m('c:oneway1:64'), 'M/s'),
+    'figure:shmbus1': fmt(m('shmbus:oneway1:64'), 'M/s'),
+    'figure:uds32': fmt(m('uds:oneway32:64'), 'M/s'),
+    'figure:jsringShareC1': fmtShare(r('jsring:oneway1:64', 'c:oneway1:64')),
+    'figure:jsringShareC32': fmtShare(r('jsring:oneway32:64', 'c:oneway32:64')),
+    'figure:shmbusShareJs1': fmtShare(r('shmbus:oneway1:64', 'jsring:oneway1:64')),
+    'figure:shmbusShareJs32': fmtShare(r('shmbus:oneway32:64', 'jsring:oneway32:64')),
+    'figure:shmbusVsUds32': fmtRatio(r('shmbus:oneway32:64', 'uds:oneway32:64')),
+    'figure:jsringVsUds32': fmtRatio(r('jsring:oneway32:64', 'uds:oneway32:64')),
+  };
+}
+
 /** Every value and flag of the template, from one run. */
 export function templateInputs(run: RunRecord): { values: Record<string, string>; flags: Record<string, boolean> } {
   const { settings, results, rows, backlogs } = run;
@@ -177,6 +194,7 @@ export function templateInputs(run: RunRecord): { values: Record<string, string>
     'figure:backlogForeign': fmtPercent(run.backlogForeign),
     'figure:outboundCapacity': count(backlogs[0]?.outboundCapacity ?? NaN),
     ...relayFigures(results),
+    ...localFigures(results),
     ...lanesFigures(results),
     'table:local': localTable(results),
     'table:targets': targetsTable(results),
