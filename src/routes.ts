@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { BusError } from './errors';
-import type { Directory, EntryInfo } from './directory';
+import { generationWord, type Directory, type EntryInfo } from './directory';
 import { FutexSleeper } from './doorbell';
 import { LaneProducer, type LaneOwner } from './lane';
 import { RELAY_ENDPOINT_NAME, SEGMENT_KIND_INBOX, inboxFileName } from './layout';
@@ -21,6 +21,8 @@ import { Segment, isProcessAlive, processStartTime } from './segment';
 export interface Route {
   readonly name: string;
   readonly entry: EntryInfo;
+  /** Word index of the entry's generation in the directory (checked at every send). */
+  readonly generationWord: number;
   readonly segment: Segment;
   readonly lane: LaneProducer;
   /** Sleeps on the lane's head while an async send waits for room (created on first need). */
@@ -48,7 +50,7 @@ export class Routes {
 
   /** Is this route still the destination's current incarnation? One plain load. */
   isCurrent(route: Route): boolean {
-    return route.live && this.directory.generationOf(route.entry.index) === route.entry.generation;
+    return route.live && this.directory.generationAt(route.generationWord) === route.entry.generation;
   }
 
   /** The cached route to `name` if it is still valid; else null (a stale one is kept until {@link resolve} decides). */
@@ -89,7 +91,7 @@ export class Routes {
         // A successor took the name over and kept the inbox (same file): keep our lane in it, so
         // this source's frames stay in one lane, in order.
         segment.unmap();
-        const route: Route = { ...stale, entry };
+        const route: Route = { ...stale, entry, generationWord: generationWord(entry.index) };
         stale.live = false;
         this.cache.set(name, route);
         return route;
@@ -103,7 +105,7 @@ export class Routes {
       segment.unmap();
       throw err;
     }
-    const route: Route = { name, entry, segment, lane, space: null, lastLivenessCheck: -Infinity, live: true };
+    const route: Route = { name, entry, generationWord: generationWord(entry.index), segment, lane, space: null, lastLivenessCheck: -Infinity, live: true };
     this.cache.set(name, route);
     return route;
   }
