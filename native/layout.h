@@ -159,7 +159,9 @@
 /* Lane descriptor (offsets from the start of the descriptor): a producer line, then a consumer line. */
 #define SHMBUS_LANE_LENGTH 128
 #define SHMBUS_LANE_OWNER_OFFSET 0             /* i32: 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
+#define SHMBUS_LANE_OWNER_FLAGS_OFFSET 4       /* u32: SHMBUS_LANE_OWNER_FLAG_*, stored before the pid */
 #define SHMBUS_LANE_OWNER_START_TIME_OFFSET 8  /* u64: stored before the pid */
+#define SHMBUS_LANE_OWNER_FLAG_RELAY 1         /* held by the relay: after its death only a relay takes it over */
 #define SHMBUS_LANE_TAIL_OFFSET 16             /* u32: written by the lane's owner; SYNC POINT: lane publish */
 #define SHMBUS_LANE_SPACE_WANTED_OFFSET 20     /* u32: 1 while the owner waits for room (set and cleared by the owner only); SYNC POINT: space wanted */
 #define SHMBUS_LANE_HEAD_OFFSET 64             /* u32: written by the consumer; futex word; SYNC POINT: lane release */
@@ -234,7 +236,17 @@
  * ------------------------------------------------------------------------- */
 
 #define SHMBUS_DEDUP_ENTRY_COUNT_OFFSET 40
-#define SHMBUS_DEDUP_HEADER_LENGTH 64
+#define SHMBUS_DEDUP_INTENT_STATE_OFFSET 64             /* u32: SHMBUS_DEDUP_INTENT_OPEN while an intent is recorded */
+#define SHMBUS_DEDUP_INTENT_ENTRY_OFFSET 68
+#define SHMBUS_DEDUP_INTENT_SEQUENCE_OFFSET 72
+#define SHMBUS_DEDUP_INTENT_TARGET_INDEX_OFFSET 76
+#define SHMBUS_DEDUP_INTENT_TARGET_GENERATION_OFFSET 80
+#define SHMBUS_DEDUP_INTENT_TARGET_EPOCH_OFFSET 84
+#define SHMBUS_DEDUP_INTENT_LANE_OFFSET 88
+#define SHMBUS_DEDUP_INTENT_TAIL_OFFSET 92
+#define SHMBUS_DEDUP_INTENT_SLOTS_OFFSET 96
+#define SHMBUS_DEDUP_INTENT_OPEN 1
+#define SHMBUS_DEDUP_HEADER_LENGTH 128
 #define SHMBUS_DEDUP_ENTRY_LENGTH 32
 #define SHMBUS_DEDUP_USED_OFFSET 0
 #define SHMBUS_DEDUP_SOURCE_HOST_OFFSET 4
@@ -365,7 +377,7 @@ typedef struct shmbus_inbox_header {
 /* One lane descriptor: the producer's line (owner, tail, space wanted), then the consumer's (head, state). */
 typedef struct shmbus_lane {
   int32_t owner;               /* 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
-  uint32_t reserved_4;         /* reserved, zero */
+  uint32_t owner_flags;        /* SHMBUS_LANE_OWNER_FLAG_*; stored before the pid */
   shmbus_u64 owner_start_time; /* clock ticks since boot; stored before the pid */
   uint32_t tail;               /* next position to publish; SYNC POINT: lane publish */
   uint32_t space_wanted;       /* 1 while the owner waits for room (the owner clears it); SYNC POINT: space wanted */
@@ -409,7 +421,17 @@ typedef struct shmbus_notice {
 typedef struct shmbus_dedup_header {
   shmbus_common_header common;
   uint32_t entry_count;
-  uint8_t reserved_44[SHMBUS_DEDUP_HEADER_LENGTH - SHMBUS_DEDUP_ENTRY_COUNT_OFFSET - 4];
+  uint8_t reserved_44[SHMBUS_DEDUP_INTENT_STATE_OFFSET - SHMBUS_DEDUP_ENTRY_COUNT_OFFSET - 4];
+  uint32_t intent_state;             /* SHMBUS_DEDUP_INTENT_OPEN while recorded; stored after the fields below */
+  uint32_t intent_entry;             /* dedup entry of the frame's stream */
+  uint32_t intent_sequence;          /* the frame's sequence */
+  uint32_t intent_target_index;      /* directory index of the target endpoint */
+  uint32_t intent_target_generation; /* its directory generation */
+  uint32_t intent_target_epoch;      /* epoch of its inbox segment */
+  uint32_t intent_lane;              /* the relay's lane in that inbox */
+  uint32_t intent_tail;              /* the lane's tail once the frame is published */
+  uint32_t intent_slots;             /* the frame's slots */
+  uint8_t reserved_100[SHMBUS_DEDUP_HEADER_LENGTH - SHMBUS_DEDUP_INTENT_SLOTS_OFFSET - 4];
 } shmbus_dedup_header;
 
 /* One dedup entry. */
@@ -499,7 +521,7 @@ SHMBUS_ASSERT_OFFSET(shmbus_inbox_header, reserved_312, 312);
 SHMBUS_ASSERT_SIZE(shmbus_inbox_header, SHMBUS_INBOX_HEADER_LENGTH);
 
 SHMBUS_ASSERT_OFFSET(shmbus_lane, owner, SHMBUS_LANE_OWNER_OFFSET);
-SHMBUS_ASSERT_OFFSET(shmbus_lane, reserved_4, 4);
+SHMBUS_ASSERT_OFFSET(shmbus_lane, owner_flags, SHMBUS_LANE_OWNER_FLAGS_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_lane, owner_start_time, SHMBUS_LANE_OWNER_START_TIME_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_lane, tail, SHMBUS_LANE_TAIL_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_lane, space_wanted, SHMBUS_LANE_SPACE_WANTED_OFFSET);
@@ -533,6 +555,15 @@ SHMBUS_ASSERT_OFFSET(shmbus_notice, address, SHMBUS_NOTICE_ADDRESS_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, common, 0);
 SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, entry_count, SHMBUS_DEDUP_ENTRY_COUNT_OFFSET);
 SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, reserved_44, 44);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_state, SHMBUS_DEDUP_INTENT_STATE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_entry, SHMBUS_DEDUP_INTENT_ENTRY_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_sequence, SHMBUS_DEDUP_INTENT_SEQUENCE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_target_index, SHMBUS_DEDUP_INTENT_TARGET_INDEX_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_target_generation, SHMBUS_DEDUP_INTENT_TARGET_GENERATION_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_target_epoch, SHMBUS_DEDUP_INTENT_TARGET_EPOCH_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_lane, SHMBUS_DEDUP_INTENT_LANE_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_tail, SHMBUS_DEDUP_INTENT_TAIL_OFFSET);
+SHMBUS_ASSERT_OFFSET(shmbus_dedup_header, intent_slots, SHMBUS_DEDUP_INTENT_SLOTS_OFFSET);
 SHMBUS_ASSERT_SIZE(shmbus_dedup_header, SHMBUS_DEDUP_HEADER_LENGTH);
 
 SHMBUS_ASSERT_OFFSET(shmbus_dedup_entry, used, SHMBUS_DEDUP_USED_OFFSET);

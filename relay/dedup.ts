@@ -7,8 +7,16 @@
  * One entry per (source host, source index, source generation, destination
  * name): frames of one source to one destination arrive in sequence order, so
  * the highest sequence delivered is all that needs remembering. The table is
- * written by its relay only (single writer); `lastSequence` is stored right
- * after the frame's commit into the target inbox.
+ * written by its relay only (single writer).
+ *
+ * Exact across a SIGKILL at any instruction: before a frame is published into
+ * the target inbox the relay records a delivery intent (entry, sequence,
+ * target, its lane there and the lane's tail once published); then it
+ * publishes (one store: the commit point), updates the entry, and closes the
+ * intent. A successor finds at most one intent open and settles it from the
+ * lane's published position, which nobody has moved since (a relay's lane is
+ * taken over by a relay only): published => the entry is updated; not => the
+ * frame was never delivered. docs/LAYOUT.md §7.17 has the argument.
  *
  * Layout (segment kind 3, file `shmbus.<namespace>.@relay.dedup`): the common
  * header, u32 entry count at 40, entries of 32 bytes from offset 64 — see
@@ -24,6 +32,16 @@ import {
   DEDUP_SOURCE_HOST_OFFSET,
   DEDUP_SOURCE_INDEX_OFFSET,
   DEDUP_HEADER_LENGTH,
+  DEDUP_INTENT_ENTRY_OFFSET,
+  DEDUP_INTENT_LANE_OFFSET,
+  DEDUP_INTENT_OPEN,
+  DEDUP_INTENT_SEQUENCE_OFFSET,
+  DEDUP_INTENT_SLOTS_OFFSET,
+  DEDUP_INTENT_STATE_OFFSET,
+  DEDUP_INTENT_TAIL_OFFSET,
+  DEDUP_INTENT_TARGET_EPOCH_OFFSET,
+  DEDUP_INTENT_TARGET_GENERATION_OFFSET,
+  DEDUP_INTENT_TARGET_INDEX_OFFSET,
   DEDUP_LAST_SEQUENCE_OFFSET,
   DEDUP_TOUCHED_OFFSET,
   DEDUP_USED_OFFSET,
@@ -47,6 +65,23 @@ function fingerprint(text: string): [number, number] {
   }
   return [a >>> 0, b >>> 0];
 }
+
+/** A delivery recorded before its publish (see the file comment). */
+export interface DeliveryIntent {
+  readonly entry: number;
+  readonly sequence: number;
+  readonly targetIndex: number;
+  readonly targetGeneration: number;
+  readonly targetEpoch: number;
+  readonly lane: number;
+  /** The lane's tail once the frame is published. */
+  readonly tail: number;
+  /** The frame's slots: before its publish the tail was `tail - slots`. */
+  readonly slots: number;
+}
+
+/** How an intent found open at start was settled. */
+export type IntentOutcome = 'published' | 'not-published' | 'unknown';
 
 /** Serial-number comparison of u32 sequences: is `a` at or before `b`? */
 export function sequenceAtOrBefore(a: number, b: number): boolean {
@@ -141,6 +176,74 @@ export class DedupTable {
     const base = this.base(slot);
     this.u32[base + DEDUP_LAST_SEQUENCE_OFFSET / WORD] = sequence;
     this.u32[base + DEDUP_TOUCHED_OFFSET / WORD] = this.nowSec;
+  }
+
+  /** Record the intent to publish a frame (before its publish). */
+  openIntent(intent: DeliveryIntent): void {
+    const u = this.u32;
+    u[DEDUP_INTENT_ENTRY_OFFSET / WORD] = intent.entry;
+    u[DEDUP_INTENT_SEQUENCE_OFFSET / WORD] = intent.sequence;
+    u[DEDUP_INTENT_TARGET_INDEX_OFFSET / WORD] = intent.targetIndex;
+    u[DEDUP_INTENT_TARGET_GENERATION_OFFSET / WORD] = intent.targetGeneration;
+    u[DEDUP_INTENT_TARGET_EPOCH_OFFSET / WORD] = intent.targetEpoch;
+    u[DEDUP_INTENT_LANE_OFFSET / WORD] = intent.lane;
+    u[DEDUP_INTENT_TAIL_OFFSET / WORD] = intent.tail;
+    u[DEDUP_INTENT_SLOTS_OFFSET / WORD] = intent.slots;
+    // SYNC POINT: delivery intent (the fields above are visible before the state, the state before the publish).
+    Atomics.store(u, DEDUP_INTENT_STATE_OFFSET / WORD, DEDUP_INTENT_OPEN);
+  }
+
+  /** After the publish: update the entry, then close the intent. */
+  closeIntent(entry: number, sequence: number): void {
+    this.delivered(entry, sequence);
+    // SYNC POINT: delivery intent (closed only after the entry says the frame is delivered).
+    Atomics.store(this.u32, DEDUP_INTENT_STATE_OFFSET / WORD, 0);
+  }
+
+  /** Close an intent whose publish did not happen (nothing written, e.g. the lane was full). */
+  abandonIntent(): void {
+    Atomics.store(this.u32, DEDUP_INTENT_STATE_OFFSET / WORD, 0);
+  }
+
+  /** The intent a dead predecessor left open, if any. */
+  openIntentLeft(): DeliveryIntent | null {
+    const u = this.u32;
+    if (Atomics.load(u, DEDUP_INTENT_STATE_OFFSET / WORD) !== DEDUP_INTENT_OPEN) return null;
+    return {
+      entry: u[DEDUP_INTENT_ENTRY_OFFSET / WORD]!,
+      sequence: u[DEDUP_INTENT_SEQUENCE_OFFSET / WORD]!,
+      targetIndex: u[DEDUP_INTENT_TARGET_INDEX_OFFSET / WORD]!,
+      targetGeneration: u[DEDUP_INTENT_TARGET_GENERATION_OFFSET / WORD]!,
+      targetEpoch: u[DEDUP_INTENT_TARGET_EPOCH_OFFSET / WORD]!,
+      lane: u[DEDUP_INTENT_LANE_OFFSET / WORD]!,
+      tail: u[DEDUP_INTENT_TAIL_OFFSET / WORD]!,
+      slots: u[DEDUP_INTENT_SLOTS_OFFSET / WORD]!,
+    };
+  }
+
+  /**
+   * Settle the intent a dead predecessor left open (at start, before any
+   * delivery): `publishedTail` reads the target lane's tail now, or null when
+   * that inbox is gone. Published (tail = intent tail) => the entry records
+   * the frame; not published (tail = intent tail - slots) => it was never
+   * delivered; anything else ('unknown': the target's inbox was replaced
+   * meanwhile) => recorded as delivered, since the inbox it went to is gone.
+   */
+  settleIntent(publishedTail: (intent: DeliveryIntent) => number | null): { intent: DeliveryIntent; outcome: IntentOutcome } | null {
+    const intent = this.openIntentLeft();
+    if (intent === null) return null;
+    const tail = publishedTail(intent);
+    let outcome: IntentOutcome;
+    if (tail === intent.tail) outcome = 'published';
+    else if (tail === ((intent.tail - intent.slots) >>> 0)) outcome = 'not-published';
+    else outcome = 'unknown';
+    const validEntry = intent.entry < this.entryCount && this.u32[this.base(intent.entry) + DEDUP_USED_OFFSET / WORD] === 1;
+    if (outcome !== 'not-published' && validEntry) {
+      const last = this.u32[this.base(intent.entry) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
+      if (!sequenceAtOrBefore(intent.sequence, last)) this.delivered(intent.entry, intent.sequence);
+    }
+    this.abandonIntent();
+    return { intent, outcome };
   }
 
   private insert(key: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, fp: [number, number], last: number): number {

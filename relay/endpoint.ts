@@ -37,7 +37,10 @@ import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type Pr
 import { InboxConsumer } from '../src/inbox';
 import { wakeAll } from '../src/doorbell';
 import { Routes, type Route } from '../src/routes';
-import type { Segment } from '../src/segment';
+import { Segment, isProcessAlive, processStartTime } from '../src/segment';
+import { join } from 'node:path';
+import { LANE_TAIL_OFFSET, SEGMENT_KIND_INBOX, inboxFileName, laneOffset } from '../src/layout';
+import type { DedupTable, DeliveryIntent } from './dedup';
 
 const debug = debuglog('shmbus');
 
@@ -86,7 +89,8 @@ export class RelayEndpoint {
     this.entry = entry;
     this.inbox = new InboxConsumer(segment.buffer, { wakeSpace: (byteOffset) => wakeAll(segment.buffer, byteOffset) });
     this.doorbellPort = udp.address().port;
-    this.routes = new Routes(directory, options.dir, options.namespace);
+    // The relay's lanes are flagged: after its death only a relay takes them over (docs/LAYOUT.md §7.17).
+    this.routes = new Routes(directory, options.dir, options.namespace, { pid: process.pid, startTime: processStartTime(process.pid), isAlive: isProcessAlive, relay: true });
     this.noticeStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: FRAME_FLAG_NOTICE };
     udp.on('message', (msg) => this.onDatagram(msg));
   }
@@ -178,7 +182,7 @@ export class RelayEndpoint {
    * stamped with its source (host id, index, generation, sequence) and the
    * source address `name@host` as prefix.
    */
-  deliver(target: string, sourceAddress: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, sequence: number, payload: Uint8Array): DeliveryResult {
+  deliver(target: string, sourceAddress: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, sequence: number, payload: Uint8Array, journal?: { dedup: DedupTable; entry: number }): DeliveryResult {
     const route = this.route(target);
     if (route === null) return TARGET_UNKNOWN;
     let prefix = this.prefixes.get(sourceAddress);
@@ -193,10 +197,54 @@ export class RelayEndpoint {
     stamp.sourceHost = sourceHost;
     stamp.sourceIndex = sourceIndex;
     stamp.sourceGeneration = sourceGeneration;
-    const result = lane.offer(stamp, route.entry.index, sequence, payload, prefix);
-    if (result === OFFER_FULL) return TARGET_FULL;
-    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    if (journal === undefined) {
+      const result = lane.offer(stamp, route.entry.index, sequence, payload, prefix);
+      if (result === OFFER_FULL) return TARGET_FULL;
+      if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+      return DELIVERED;
+    }
+    // Write, record the intent, publish (the commit point), record the delivery, close the intent.
+    const before = lane.publishedTail;
+    const tail = lane.prepare(stamp, route.entry.index, sequence, payload, prefix);
+    if (tail < 0) return TARGET_FULL;
+    journal.dedup.openIntent({
+      entry: journal.entry,
+      sequence,
+      targetIndex: route.entry.index,
+      targetGeneration: route.entry.generation,
+      targetEpoch: route.segment.epoch,
+      lane: lane.lane,
+      tail,
+      slots: (tail - before) >>> 0,
+    });
+    const mustRing = lane.publishPrepared();
+    journal.dedup.closeIntent(journal.entry, sequence);
+    if (mustRing) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
     return DELIVERED;
+  }
+
+  /**
+   * The published position now of lane `intent.lane` of the inbox an intent
+   * names (found by its directory entry, checked by its epoch); null when that
+   * inbox is gone. For settling a dead predecessor's intent, at start.
+   */
+  publishedTail(intent: DeliveryIntent): number | null {
+    const name = this.directory.nameAt(intent.targetIndex, intent.targetGeneration) ?? this.directory.read(intent.targetIndex)?.name ?? null;
+    if (name === null) return null;
+    let segment: Segment;
+    try {
+      segment = Segment.attach(join(this.options.dir, inboxFileName(this.options.namespace, name)), SEGMENT_KIND_INBOX, 0);
+    } catch {
+      return null;
+    }
+    try {
+      if (segment.epoch !== intent.targetEpoch) return null;
+      const word = (laneOffset(intent.lane) + LANE_TAIL_OFFSET) / 4;
+      if (word >= segment.u32.length) return null;
+      return Atomics.load(segment.u32, word);
+    } finally {
+      segment.unmap();
+    }
   }
 
   /** Is local endpoint `target` registered right now? */

@@ -131,10 +131,10 @@ export class Inbound {
       this.counters.duplicates++;
       return ACK_DUPLICATE;
     }
-    const result = this.endpoint.deliver(frame.destination, frame.sourceAddress, frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.sequence, frame.payload);
+    // The delivery is recorded in the dedup table around its publish (an intent, see dedup.ts).
+    const result = this.endpoint.deliver(frame.destination, frame.sourceAddress, frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.sequence, frame.payload, { dedup: this.dedup, entry: slot });
     switch (result) {
       case DELIVERED:
-        this.dedup.delivered(slot, frame.sequence);
         this.counters.delivered++;
         return ACK_DELIVERED;
       case TARGET_TOO_SMALL:

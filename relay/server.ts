@@ -94,6 +94,10 @@ export class TransitServer {
     noticesWritten: 0,
     noticesLost: 0,
     pausedReads: 0,
+    /** Delivery intents a killed predecessor left open, settled at start. */
+    intentsSettled: 0,
+    /** Of those, intents whose target inbox had been replaced meanwhile (recorded as delivered). */
+    intentsUnknown: 0,
   };
   private pumpScheduled = false;
   private paused = false;
@@ -136,6 +140,14 @@ export class TransitServer {
       this.metricsPort,
     );
     this.dedup = DedupTable.open(self.dir, self.namespace, DEFAULT_DEDUP_ENTRY_COUNT, DEFAULT_MODE);
+    // A predecessor killed between recording a delivery and closing it left one intent open: settle it
+    // from the target lane's published position before anything is delivered.
+    const settled = this.dedup.settleIntent((intent) => this.endpoint.publishedTail(intent));
+    if (settled !== null) {
+      this.global.intentsSettled++;
+      if (settled.outcome === 'unknown') this.global.intentsUnknown++;
+      this.log('intent_settled', { outcome: settled.outcome, sequence: settled.intent.sequence, lane: settled.intent.lane });
+    }
     this.inbound = new Inbound(this.endpoint, this.dedup, limits, (full) => this.pressure(full));
     const frameIds = this.endpoint.inbox.capacity * this.endpoint.inbox.laneCount;
     this.destinations = new Array<string>(frameIds).fill('');

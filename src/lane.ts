@@ -42,6 +42,8 @@ import {
   INBOX_SLOT_SIZE_OFFSET,
   INBOX_WAKEUPS_OFFSET,
   LANE_HEAD_OFFSET,
+  LANE_OWNER_FLAG_RELAY,
+  LANE_OWNER_FLAGS_OFFSET,
   LANE_OWNER_OFFSET,
   LANE_OWNER_START_TIME_OFFSET,
   LANE_SPACE_WANTED_OFFSET,
@@ -73,6 +75,8 @@ export interface LaneOwner {
   readonly pid: number;
   readonly startTime: number;
   readonly isAlive: LivenessCheck;
+  /** The namespace's relay: its lanes are flagged, and after its death only a relay takes them over. */
+  readonly relay?: boolean;
 }
 
 /** A lane's owner word, decoded (racy observer). */
@@ -81,6 +85,8 @@ export interface LaneOwnerInfo {
   readonly state: 'free' | 'owned' | 'taking' | 'corrupt';
   readonly pid: number;
   readonly startTime: number;
+  /** Held (or left, if its owner died) by the namespace's relay. */
+  readonly relay: boolean;
 }
 
 /** Decode lane `lane`'s owner word. */
@@ -88,10 +94,11 @@ export function readLaneOwner(i32: Int32Array, u32: Uint32Array, lane: number): 
   const base = laneOffset(lane) / WORD;
   const owner = Atomics.load(i32, base + LANE_OWNER_OFFSET / WORD);
   const startTime = Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD);
-  if (owner === 0) return { state: 'free', pid: 0, startTime: 0 };
-  if (owner > MAX_PID || owner < -MAX_PID) return { state: 'corrupt', pid: owner, startTime };
-  if (owner < 0) return { state: 'taking', pid: -owner, startTime: 0 };
-  return { state: 'owned', pid: owner, startTime };
+  const relay = (Atomics.load(u32, base + LANE_OWNER_FLAGS_OFFSET / WORD) & LANE_OWNER_FLAG_RELAY) !== 0;
+  if (owner === 0) return { state: 'free', pid: 0, startTime: 0, relay: false };
+  if (owner > MAX_PID || owner < -MAX_PID) return { state: 'corrupt', pid: owner, startTime, relay };
+  if (owner < 0) return { state: 'taking', pid: -owner, startTime: 0, relay: false };
+  return { state: 'owned', pid: owner, startTime, relay };
 }
 
 export class LaneProducer {
@@ -122,6 +129,8 @@ export class LaneProducer {
   /** The consumer's head as last read: there is room for at least capacity - (tail - cachedHead) slots. */
   private cachedHead: number;
   private released = false;
+  /** The tail after the frame {@link prepare} wrote. */
+  private prepared = 0;
 
   private constructor(buffer: ArrayBuffer, lane: number, pid: number) {
     this.i32 = new Int32Array(buffer);
@@ -159,6 +168,17 @@ export class LaneProducer {
     const u32 = new Uint32Array(buffer);
     const laneCount = u32[INBOX_LANE_COUNT_OFFSET / WORD]!;
     const me = owner.pid;
+    if (owner.relay === true) {
+      // A relay takes its dead predecessor's lane back first: its published position settled the
+      // predecessor's open intent, and a lane left flagged would otherwise stay reserved.
+      for (let lane = 0; lane < laneCount; lane++) {
+        if (laneCorrupt(u32, lane)) continue;
+        const info = readLaneOwner(i32, u32, lane);
+        if (info.state !== 'owned' || !info.relay || info.pid === me || owner.isAlive(info.pid, info.startTime)) continue;
+        const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
+        if (Atomics.compareExchange(i32, word, info.pid, -me) === info.pid) return LaneProducer.finishTake(buffer, lane, owner, true);
+      }
+    }
     // Free lanes first (no liveness checks: the common case costs one CAS).
     for (let lane = 0; lane < laneCount; lane++) {
       const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
@@ -173,6 +193,7 @@ export class LaneProducer {
       const info = readLaneOwner(i32, u32, lane);
       let dead: boolean;
       if (info.state === 'free') dead = true;
+      else if (info.state === 'owned' && info.relay && owner.relay !== true) dead = false; // a relay's lane waits for a relay
       else if (info.state === 'owned') dead = info.pid !== me && !owner.isAlive(info.pid, info.startTime);
       else if (info.state === 'taking') dead = info.pid !== me && !owner.isAlive(info.pid, 0);
       else {
@@ -194,7 +215,8 @@ export class LaneProducer {
     const base = laneOffset(lane) / WORD;
     Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD, owner.startTime >>> 0);
     Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1, Math.floor(owner.startTime / 0x1_0000_0000));
-    // SYNC POINT: lane owner (the start time is visible before the pid).
+    Atomics.store(u32, base + LANE_OWNER_FLAGS_OFFSET / WORD, owner.relay === true ? LANE_OWNER_FLAG_RELAY : 0);
+    // SYNC POINT: lane owner (the start time and flags are visible before the pid).
     Atomics.store(i32, base + LANE_OWNER_OFFSET / WORD, owner.pid);
     // SYNC POINT: lanes in use (before the first publish, so a parking consumer that misses it is seen parked by that publish).
     for (;;) {
@@ -217,6 +239,8 @@ export class LaneProducer {
   release(): void {
     if (this.released) return;
     this.released = true;
+    if (Atomics.load(this.i32, this.ownerWord) !== this.pid) return; // not ours any more (set aside)
+    Atomics.store(this.u32, this.ownerWord + LANE_OWNER_FLAGS_OFFSET / WORD, 0);
     // SYNC POINT: lane owner (CAS pid -> 0; fails only if the word is not ours any more).
     Atomics.compareExchange(this.i32, this.ownerWord, this.pid, 0);
   }
@@ -273,6 +297,33 @@ export class LaneProducer {
       this.tail = (this.tail + slots) >>> 0;
     }
     return this.publish() ? OFFER_OK_RING : OFFER_OK;
+  }
+
+  /**
+   * Write a frame or message like {@link offer} but do not publish it: returns
+   * the tail it will have once published ({@link publishPrepared}), or -1 when
+   * there is no room (nothing written). The relay records its delivery intent
+   * between the two (§7.17).
+   */
+  prepare(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix?: Uint8Array): number {
+    const length = payload.length + (prefix === undefined ? 0 : prefix.length);
+    const slots = this.slotsFor(length);
+    if (!this.hasRoom(slots)) return -1;
+    if (slots === 1) this.writeSlot(this.tail, stamp, destinationIndex, sequence, payload, prefix, length);
+    else this.writeMessage(stamp, destinationIndex, sequence, payload, prefix, length, slots);
+    this.prepared = (this.tail + slots) >>> 0;
+    return this.prepared;
+  }
+
+  /** Publish what {@link prepare} wrote. Returns true when this producer took the bell (it must ring). */
+  publishPrepared(): boolean {
+    this.tail = this.prepared;
+    return this.publish();
+  }
+
+  /** The lane's published position as this producer knows it (its only writer). */
+  get publishedTail(): number {
+    return this.tail;
   }
 
   /**

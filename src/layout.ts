@@ -173,6 +173,8 @@ export const INBOX_HEADER_LENGTH = 320;
 export const LANE_LENGTH = 128;
 /** i32 owner: 0 = free; pid = owned by that process; -pid = being taken by that process (its start time not yet written). CAS to take or free. SYNC POINT: lane owner. */
 export const LANE_OWNER_OFFSET = 0;
+/** u32 {@link LANE_OWNER_FLAG_RELAY} and friends, written with the start time (between the CAS to -pid and the store of pid); cleared before a clean release. */
+export const LANE_OWNER_FLAGS_OFFSET = 4;
 /** u64 start time of the owner (clock ticks since boot), written between the CAS to -pid and the store of pid. */
 export const LANE_OWNER_START_TIME_OFFSET = 8;
 /** u32 tail: position of the next frame to publish. Written by the owner only (release store after the slots). SYNC POINT: lane publish. */
@@ -183,6 +185,14 @@ export const LANE_SPACE_WANTED_OFFSET = 20;
 export const LANE_HEAD_OFFSET = 64;
 /** u32 {@link LANE_STATE_OK} or {@link LANE_STATE_CORRUPT} (written by the consumer). */
 export const LANE_STATE_OFFSET = 68;
+
+/**
+ * The lane is held by the namespace's transit relay. After the relay dies only
+ * a relay takes the lane over (applications leave it alone), so that the
+ * lane's published position stays exactly as the dead relay left it until its
+ * successor has settled its open delivery intent (§7.17).
+ */
+export const LANE_OWNER_FLAG_RELAY = 1;
 
 export const LANE_STATE_OK = 0;
 /** The consumer found this lane's positions impossible and set it aside: never read again, never taken again; its owner's next send fails with ERR_SHMBUS_CORRUPT_SEGMENT. */
@@ -292,8 +302,32 @@ export const MAX_SEGMENT_LENGTH = 1 << 30;
 
 /** u32 number of entries. */
 export const DEDUP_ENTRY_COUNT_OFFSET = 40;
+
+// The delivery intent: the one frame the relay is writing into a local inbox,
+// recorded before its publish and closed after its entry is updated, so that a
+// relay killed at any instruction between the two leaves an intent its
+// successor settles from the target lane's published position (§7.17).
+/** u32 {@link DEDUP_INTENT_OPEN} while an intent is recorded; 0 otherwise. Stored after the fields below, cleared after the entry's update. */
+export const DEDUP_INTENT_STATE_OFFSET = 64;
+/** u32 index of the dedup entry the frame belongs to. */
+export const DEDUP_INTENT_ENTRY_OFFSET = 68;
+/** u32 sequence of the frame. */
+export const DEDUP_INTENT_SEQUENCE_OFFSET = 72;
+/** u32 directory index of the target endpoint. */
+export const DEDUP_INTENT_TARGET_INDEX_OFFSET = 76;
+/** u32 directory generation of the target endpoint. */
+export const DEDUP_INTENT_TARGET_GENERATION_OFFSET = 80;
+/** u32 epoch of the target inbox segment. */
+export const DEDUP_INTENT_TARGET_EPOCH_OFFSET = 84;
+/** u32 the relay's lane in the target inbox. */
+export const DEDUP_INTENT_LANE_OFFSET = 88;
+/** u32 the lane's tail once the frame is published (tail before + the frame's slots). */
+export const DEDUP_INTENT_TAIL_OFFSET = 92;
+/** u32 the frame's slots in the lane. */
+export const DEDUP_INTENT_SLOTS_OFFSET = 96;
+export const DEDUP_INTENT_OPEN = 1;
 /** Where entries begin. */
-export const DEDUP_HEADER_LENGTH = 64;
+export const DEDUP_HEADER_LENGTH = 128;
 export const DEDUP_ENTRY_LENGTH = 32;
 /** u32 1 when the entry holds a key (stored last when an entry is filled). */
 export const DEDUP_USED_OFFSET = 0;

@@ -40,12 +40,13 @@ export function selfAsLaneOwner(): LaneOwner {
 
 export class Routes {
   private readonly cache = new Map<string, Route>();
-  private readonly owner: LaneOwner = selfAsLaneOwner();
 
+  /** @param owner who takes lanes (this process; the relay says so, see LANE_OWNER_FLAG_RELAY) */
   constructor(
     private readonly directory: Directory,
     private readonly dir: string,
     private readonly namespace: string,
+    private readonly owner: LaneOwner = selfAsLaneOwner(),
   ) {}
 
   /** Is this route still the destination's current incarnation? One plain load. */
