@@ -185,6 +185,8 @@ interface Args {
   payloadSize?: number;
   /** sink: print `progress <total>` every this many frames (off when absent). */
   progressEvery?: number;
+  /** sink: after `count` frames, keep reading this long and count anything more as an error (a duplicate). */
+  lingerMs?: number;
   /** producer: frames per send (sendBatch when > 1; default 1). */
   batch?: number;
   /** producer, when its lane is full: 'spin' (retry, yielding now and then; default) or 'wait' (sendAsync: sleep until the consumer makes room). */
@@ -316,6 +318,19 @@ async function main(role: string | undefined, args: Args): Promise<void> {
         next.set(id, seq + 1);
         if (++total === args.count) break;
         if (args.progressEvery !== undefined && total % args.progressEvery === 0) console.log(`progress ${total}`);
+      }
+      if (args.lingerMs !== undefined) {
+        // Anything after the expected count is a frame delivered twice (or one nobody sent).
+        const until = performance.now() + args.lingerMs;
+        while (performance.now() < until) {
+          const extra = bus.recvFromLocal();
+          if (extra === null) {
+            await sleep(5);
+            continue;
+          }
+          const view = new DataView(extra.payload.buffer, extra.payload.byteOffset, extra.payload.byteLength);
+          if (errors++ < 5) console.log(`extra frame: producer ${view.getUint32(0, true)} seq ${view.getUint32(4, true)} from ${extra.source}`);
+        }
       }
       const counts = [...next.entries()].sort((x, y) => x[0] - y[0]).map(([id, n]) => `${id}:${n}`);
       console.log(`received ${total} errors ${errors} ${counts.join(' ')}`);
