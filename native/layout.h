@@ -159,9 +159,9 @@
 /* Lane descriptor (offsets from the start of the descriptor): a producer line, then a consumer line. */
 #define SHMBUS_LANE_LENGTH 128
 #define SHMBUS_LANE_OWNER_OFFSET 0             /* i32: 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
-#define SHMBUS_LANE_OWNER_FLAGS_OFFSET 4       /* u32: SHMBUS_LANE_OWNER_FLAG_*, stored before the pid */
+#define SHMBUS_LANE_OWNER_FLAGS_OFFSET 4       /* u32: SHMBUS_LANE_OWNER_FLAG_*, stored with the start time before the pid; 0 before a release */
 #define SHMBUS_LANE_OWNER_START_TIME_OFFSET 8  /* u64: stored before the pid */
-#define SHMBUS_LANE_OWNER_FLAG_RELAY 1         /* held by the relay: after its death only a relay takes it over */
+#define SHMBUS_LANE_OWNER_FLAG_RELAY 1         /* held by the namespace's relay: after its death only a relay takes it over (docs/LAYOUT.md §7.8) */
 #define SHMBUS_LANE_TAIL_OFFSET 16             /* u32: written by the lane's owner; SYNC POINT: lane publish */
 #define SHMBUS_LANE_SPACE_WANTED_OFFSET 20     /* u32: 1 while the owner waits for room (set and cleared by the owner only); SYNC POINT: space wanted */
 #define SHMBUS_LANE_HEAD_OFFSET 64             /* u32: written by the consumer; futex word; SYNC POINT: lane release */
@@ -232,20 +232,25 @@
 #define SHMBUS_MAX_SEGMENT_LENGTH 1073741824 /* 1 << 30 */
 
 /* ---------------------------------------------------------------------------
- * Relay dedup segment (written by the namespace's relay only)
+ * Relay dedup segment (written by the namespace's relay only). Its header
+ * holds the delivery intent: the one frame the relay is publishing into a
+ * local inbox, recorded before the publish and closed after the frame's entry
+ * is updated; a restarted relay settles an open one from the target lane's
+ * tail (docs/LAYOUT.md §5.5, §7.18).
  * ------------------------------------------------------------------------- */
 
 #define SHMBUS_DEDUP_ENTRY_COUNT_OFFSET 40
-#define SHMBUS_DEDUP_INTENT_STATE_OFFSET 64             /* u32: SHMBUS_DEDUP_INTENT_OPEN while an intent is recorded */
-#define SHMBUS_DEDUP_INTENT_ENTRY_OFFSET 68
-#define SHMBUS_DEDUP_INTENT_SEQUENCE_OFFSET 72
-#define SHMBUS_DEDUP_INTENT_TARGET_INDEX_OFFSET 76
-#define SHMBUS_DEDUP_INTENT_TARGET_GENERATION_OFFSET 80
-#define SHMBUS_DEDUP_INTENT_TARGET_EPOCH_OFFSET 84
-#define SHMBUS_DEDUP_INTENT_LANE_OFFSET 88
-#define SHMBUS_DEDUP_INTENT_TAIL_OFFSET 92
-#define SHMBUS_DEDUP_INTENT_SLOTS_OFFSET 96
+#define SHMBUS_DEDUP_INTENT_STATE_OFFSET 64             /* u32: SHMBUS_DEDUP_INTENT_OPEN while an intent is recorded, else 0; seq-cst; SYNC POINT: delivery intent */
+#define SHMBUS_DEDUP_INTENT_ENTRY_OFFSET 68             /* u32: dedup entry of the frame's key; the fields below are stored before the state */
+#define SHMBUS_DEDUP_INTENT_SEQUENCE_OFFSET 72          /* u32: the frame's sequence */
+#define SHMBUS_DEDUP_INTENT_TARGET_INDEX_OFFSET 76      /* u32: directory entry index of the target endpoint */
+#define SHMBUS_DEDUP_INTENT_TARGET_GENERATION_OFFSET 80 /* u32: its generation */
+#define SHMBUS_DEDUP_INTENT_TARGET_EPOCH_OFFSET 84      /* u32: epoch of the target's inbox segment */
+#define SHMBUS_DEDUP_INTENT_LANE_OFFSET 88              /* u32: the relay's lane in that inbox */
+#define SHMBUS_DEDUP_INTENT_TAIL_OFFSET 92              /* u32: the lane's tail once the frame is published */
+#define SHMBUS_DEDUP_INTENT_SLOTS_OFFSET 96             /* u32: the frame's slots (>= 1): unpublished, the tail is TAIL - SLOTS */
 #define SHMBUS_DEDUP_INTENT_OPEN 1
+/* Where dedup entries begin (after the delivery intent). */
 #define SHMBUS_DEDUP_HEADER_LENGTH 128
 #define SHMBUS_DEDUP_ENTRY_LENGTH 32
 #define SHMBUS_DEDUP_USED_OFFSET 0
@@ -374,10 +379,10 @@ typedef struct shmbus_inbox_header {
   uint8_t reserved_312[SHMBUS_INBOX_HEADER_LENGTH - SHMBUS_INBOX_CORRUPT_LANES_OFFSET - 8];
 } shmbus_inbox_header;
 
-/* One lane descriptor: the producer's line (owner, tail, space wanted), then the consumer's (head, state). */
+/* One lane descriptor: the producer's line (owner, owner flags, start time, tail, space wanted), then the consumer's (head, state). */
 typedef struct shmbus_lane {
   int32_t owner;               /* 0 free, pid owned, -pid being taken; SYNC POINT: lane owner */
-  uint32_t owner_flags;        /* SHMBUS_LANE_OWNER_FLAG_*; stored before the pid */
+  uint32_t owner_flags;        /* SHMBUS_LANE_OWNER_FLAG_*; stored before the pid, 0 before a release */
   shmbus_u64 owner_start_time; /* clock ticks since boot; stored before the pid */
   uint32_t tail;               /* next position to publish; SYNC POINT: lane publish */
   uint32_t space_wanted;       /* 1 while the owner waits for room (the owner clears it); SYNC POINT: space wanted */
@@ -422,7 +427,7 @@ typedef struct shmbus_dedup_header {
   shmbus_common_header common;
   uint32_t entry_count;
   uint8_t reserved_44[SHMBUS_DEDUP_INTENT_STATE_OFFSET - SHMBUS_DEDUP_ENTRY_COUNT_OFFSET - 4];
-  uint32_t intent_state;             /* SHMBUS_DEDUP_INTENT_OPEN while recorded; stored after the fields below */
+  uint32_t intent_state;             /* SHMBUS_DEDUP_INTENT_OPEN while recorded (seq-cst, after the fields below, before the publish; 0 after the entry's update); SYNC POINT: delivery intent */
   uint32_t intent_entry;             /* dedup entry of the frame's stream */
   uint32_t intent_sequence;          /* the frame's sequence */
   uint32_t intent_target_index;      /* directory index of the target endpoint */

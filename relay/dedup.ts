@@ -16,10 +16,10 @@
  * intent. A successor finds at most one intent open and settles it from the
  * lane's published position, which nobody has moved since (a relay's lane is
  * taken over by a relay only): published => the entry is updated; not => the
- * frame was never delivered. docs/LAYOUT.md §7.17 has the argument.
+ * frame was never delivered. docs/LAYOUT.md §7.18 has the argument.
  *
  * Layout (segment kind 3, file `shmbus.<namespace>.@relay.dedup`): the common
- * header, u32 entry count at 40, entries of 32 bytes from offset 64 — see
+ * header, u32 entry count at 40, the delivery intent at 64, entries of 32 bytes from offset 128 — see
  * docs/LAYOUT.md.
  */
 import { join } from 'node:path';

@@ -89,7 +89,7 @@ export class RelayEndpoint {
     this.entry = entry;
     this.inbox = new InboxConsumer(segment.buffer, { wakeSpace: (byteOffset) => wakeAll(segment.buffer, byteOffset) });
     this.doorbellPort = udp.address().port;
-    // The relay's lanes are flagged: after its death only a relay takes them over (docs/LAYOUT.md §7.17).
+    // The relay's lanes are flagged: after its death only a relay takes them over (docs/LAYOUT.md §7.18).
     this.routes = new Routes(directory, options.dir, options.namespace, { pid: process.pid, startTime: processStartTime(process.pid), isAlive: isProcessAlive, relay: true });
     this.noticeStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: FRAME_FLAG_NOTICE };
     udp.on('message', (msg) => this.onDatagram(msg));

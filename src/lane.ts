@@ -303,7 +303,7 @@ export class LaneProducer {
    * Write a frame or message like {@link offer} but do not publish it: returns
    * the tail it will have once published ({@link publishPrepared}), or -1 when
    * there is no room (nothing written). The relay records its delivery intent
-   * between the two (§7.17).
+   * between the two (§7.18).
    */
   prepare(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix?: Uint8Array): number {
     const length = payload.length + (prefix === undefined ? 0 : prefix.length);

@@ -190,7 +190,7 @@ export const LANE_STATE_OFFSET = 68;
  * The lane is held by the namespace's transit relay. After the relay dies only
  * a relay takes the lane over (applications leave it alone), so that the
  * lane's published position stays exactly as the dead relay left it until its
- * successor has settled its open delivery intent (§7.17).
+ * successor has settled its open delivery intent (§7.18).
  */
 export const LANE_OWNER_FLAG_RELAY = 1;
 
@@ -306,7 +306,7 @@ export const DEDUP_ENTRY_COUNT_OFFSET = 40;
 // The delivery intent: the one frame the relay is writing into a local inbox,
 // recorded before its publish and closed after its entry is updated, so that a
 // relay killed at any instruction between the two leaves an intent its
-// successor settles from the target lane's published position (§7.17).
+// successor settles from the target lane's published position (§7.18).
 /** u32 {@link DEDUP_INTENT_OPEN} while an intent is recorded; 0 otherwise. Stored after the fields below, cleared after the entry's update. */
 export const DEDUP_INTENT_STATE_OFFSET = 64;
 /** u32 index of the dedup entry the frame belongs to. */

@@ -12,6 +12,9 @@
  * test that needs it (not in a `before` hook: uvu 0.5 ignores errors thrown by
  * hooks), and its temp folder is removed in `after`.
  *
+ * Suite (e) checks the relay's two algorithms on these words against the spec
+ * (LAYOUT.md §7.8 relay lanes, §7.18 settling an intent), in process.
+ *
  * The last suite checks the algorithms of the spec, not only its numbers: a C
  * producer written from docs/LAYOUT.md and native/layout.h alone
  * (test/c/lane_producer.c) takes a lane of a JavaScript Bus's inbox and sends
@@ -27,9 +30,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Bus, type Frame } from '../src/index';
 import { InboxConsumer } from '../src/inbox';
-import { LaneProducer } from '../src/lane';
+import { LaneProducer, type LaneOwner } from '../src/lane';
 import * as layout from '../src/layout';
 import { processStartTime, Segment } from '../src/segment';
+import { DedupTable, type DeliveryIntent } from '../relay/dedup';
 import { cleanupAll, deadline, registerCleanup, shmDir, uniqueNamespace } from './_helpers';
 
 const ROOT = join(__dirname, '..');
@@ -121,6 +125,7 @@ const FIELDS: readonly Field[] = [
   f('INBOX_CORRUPT_LANES_OFFSET', 'inbox', 'corrupt_lanes', 8),
 
   f('LANE_OWNER_OFFSET', 'lane', 'owner', 4),
+  f('LANE_OWNER_FLAGS_OFFSET', 'lane', 'owner_flags', 4),
   f('LANE_OWNER_START_TIME_OFFSET', 'lane', 'owner_start_time', 8),
   f('LANE_TAIL_OFFSET', 'lane', 'tail', 4),
   f('LANE_SPACE_WANTED_OFFSET', 'lane', 'space_wanted', 4),
@@ -143,6 +148,15 @@ const FIELDS: readonly Field[] = [
   f('NOTICE_ADDRESS_OFFSET', 'notice', 'address', layout.ADDRESS_PREFIX_HEADER_LENGTH + layout.MAX_ADDRESS_LENGTH),
 
   f('DEDUP_ENTRY_COUNT_OFFSET', 'dedup', 'entry_count', 4),
+  f('DEDUP_INTENT_STATE_OFFSET', 'dedup', 'intent_state', 4),
+  f('DEDUP_INTENT_ENTRY_OFFSET', 'dedup', 'intent_entry', 4),
+  f('DEDUP_INTENT_SEQUENCE_OFFSET', 'dedup', 'intent_sequence', 4),
+  f('DEDUP_INTENT_TARGET_INDEX_OFFSET', 'dedup', 'intent_target_index', 4),
+  f('DEDUP_INTENT_TARGET_GENERATION_OFFSET', 'dedup', 'intent_target_generation', 4),
+  f('DEDUP_INTENT_TARGET_EPOCH_OFFSET', 'dedup', 'intent_target_epoch', 4),
+  f('DEDUP_INTENT_LANE_OFFSET', 'dedup', 'intent_lane', 4),
+  f('DEDUP_INTENT_TAIL_OFFSET', 'dedup', 'intent_tail', 4),
+  f('DEDUP_INTENT_SLOTS_OFFSET', 'dedup', 'intent_slots', 4),
 
   f('DEDUP_USED_OFFSET', 'dedupEntry', 'used', 4),
   f('DEDUP_SOURCE_HOST_OFFSET', 'dedupEntry', 'source_host', 4),
@@ -160,7 +174,7 @@ const PRODUCER_COUNTERS = ['INBOX_REFUSED_FULL_OFFSET', 'INBOX_WAKEUPS_OFFSET', 
 /** Inbox header words every producer and the consumer touch: each needs a cache line of its own. */
 const HOT_INBOX_WORDS = ['INBOX_LANES_IN_USE_OFFSET', 'INBOX_PARKED_OFFSET'];
 /** Lane words written by the lane's producer (its line) and by the consumer (the other line). */
-const LANE_PRODUCER_WORDS = ['LANE_OWNER_OFFSET', 'LANE_OWNER_START_TIME_OFFSET', 'LANE_TAIL_OFFSET', 'LANE_SPACE_WANTED_OFFSET'];
+const LANE_PRODUCER_WORDS = ['LANE_OWNER_OFFSET', 'LANE_OWNER_FLAGS_OFFSET', 'LANE_OWNER_START_TIME_OFFSET', 'LANE_TAIL_OFFSET', 'LANE_SPACE_WANTED_OFFSET'];
 const LANE_CONSUMER_WORDS = ['LANE_HEAD_OFFSET', 'LANE_STATE_OFFSET'];
 
 /** A lane producer and a consumer on a plain ArrayBuffer formatted as an inbox (the code, not layout.ts, answers). */
@@ -704,7 +718,138 @@ shape('builds names that fit the file-name patterns', () => {
 
 shape.run();
 
-// ─── (e) the algorithms: a C producer written from docs/LAYOUT.md ───────────
+// ─── (e) the relay's lanes (§7.8) and delivery intent (§7.18), the code against the spec ──
+
+const relay = suite('layout: relay lanes (§7.8) and delivery intents (§7.18)');
+relay.after.each(cleanupAll);
+
+const DEAD_RELAY = 4001;
+const DEAD_APP = 4002;
+const LIVE_APP = 4003;
+const RELAY = 4004;
+/** The 4001 .. 4002 pids are dead; everyone else (these live owners, the takers from 5001) alive. */
+const isAlive = (pid: number) => pid !== DEAD_RELAY && pid !== DEAD_APP;
+const app = (pid: number): LaneOwner => ({ pid, startTime: 7, isAlive });
+const relayOwner: LaneOwner = { pid: RELAY, startTime: 9, isAlive, relay: true };
+
+/** An inbox of `lanes` lanes on a plain ArrayBuffer, with accessors for the lane words of §5.3. */
+function laneInbox(lanes: number) {
+  const buffer = new ArrayBuffer(layout.inboxSegmentLength(64, 4, lanes));
+  InboxConsumer.format(buffer, 64, 4, lanes, 4 * (64 - layout.SLOT_HEADER_LENGTH));
+  const i32 = new Int32Array(buffer);
+  const u32 = new Uint32Array(buffer);
+  const word = (lane: number, field: number) => (layout.laneOffset(lane) + field) / 4;
+  return {
+    buffer,
+    owner: (lane: number) => Atomics.load(i32, word(lane, layout.LANE_OWNER_OFFSET)),
+    flags: (lane: number) => Atomics.load(u32, word(lane, layout.LANE_OWNER_FLAGS_OFFSET)),
+    tail: (lane: number) => Atomics.load(u32, word(lane, layout.LANE_TAIL_OFFSET)),
+    /** What finish_take leaves: start time, flags, then the owner word. */
+    set(lane: number, owner: number, flags: number, tail = 0) {
+      Atomics.store(u32, word(lane, layout.LANE_OWNER_START_TIME_OFFSET), 5);
+      Atomics.store(u32, word(lane, layout.LANE_OWNER_FLAGS_OFFSET), flags);
+      Atomics.store(u32, word(lane, layout.LANE_TAIL_OFFSET), tail);
+      Atomics.store(u32, word(lane, layout.LANE_HEAD_OFFSET), tail);
+      Atomics.store(i32, word(lane, layout.LANE_OWNER_OFFSET), owner);
+    },
+  };
+}
+
+relay('an application never takes a dead relay\'s flagged lane; it takes dead applications\' lanes and stores flags 0', () => {
+  const x = laneInbox(4);
+  x.set(0, DEAD_RELAY, layout.LANE_OWNER_FLAG_RELAY, 3);
+  x.set(1, DEAD_APP, 0);
+  x.set(2, -DEAD_RELAY, layout.LANE_OWNER_FLAG_RELAY); // died while taking: judged by pid alone, flag or not
+  x.set(3, LIVE_APP, 0);
+  const taken = [LaneProducer.take(x.buffer, app(5001)), LaneProducer.take(x.buffer, app(5002))].map((p) => p.lane).sort();
+  assert.equal(taken, [1, 2]);
+  assert.is(x.flags(2), 0, 'finish_take stores the flags word, clearing a stale flag');
+  try {
+    LaneProducer.take(x.buffer, app(5003));
+    assert.unreachable('took a dead relay\'s lane, or a live owner\'s');
+  } catch (err) {
+    assert.is((err as { code?: string }).code, 'ERR_SHMBUS_NO_LANE');
+  }
+  assert.is(x.owner(0), DEAD_RELAY, 'the dead relay\'s lane waits for a relay');
+  assert.is(x.tail(0), 3, 'its tail has not moved');
+});
+
+relay('a relay takes a dead relay\'s flagged lane before a free one, flags its lanes, and clears the flag on release', () => {
+  const x = laneInbox(3);
+  x.set(0, LIVE_APP, 0);
+  x.set(2, DEAD_RELAY, layout.LANE_OWNER_FLAG_RELAY, 3); // lane 1 stays free
+  const lane = LaneProducer.take(x.buffer, relayOwner);
+  assert.is(lane.lane, 2, 'pass 0: the dead relay\'s lane first');
+  assert.is(lane.publishedTail, 3, 'continuing at the tail it finds');
+  assert.is(x.owner(2), RELAY);
+  assert.is(x.flags(2), layout.LANE_OWNER_FLAG_RELAY);
+  lane.release();
+  assert.is(x.owner(2), 0);
+  assert.is(x.flags(2), 0, 'a released lane is never flagged');
+  const again = LaneProducer.take(x.buffer, relayOwner);
+  assert.is(again.lane, 1, 'no dead relay lane: pass 1, a free lane');
+  assert.is(x.flags(1), layout.LANE_OWNER_FLAG_RELAY);
+});
+
+relay('settles an open intent from the lane\'s tail: published, not published, unknown', () => {
+  const dir = shmDir();
+  const namespace = uniqueNamespace('intent');
+  const path = join(dir, layout.dedupFileName(namespace));
+  const open = () => {
+    const table = DedupTable.open(dir, namespace, 64, 0o600);
+    registerCleanup(() => table.close(false));
+    return table;
+  };
+  let table = open();
+  const segment = Segment.attach(path, layout.SEGMENT_KIND_DEDUP);
+  registerCleanup(() => segment.unmap());
+  assert.is(segment.u32[layout.HEADER_LENGTH_OFFSET / 4], layout.DEDUP_HEADER_LENGTH);
+  const word = (offset: number) => Atomics.load(segment.u32, offset / 4);
+  const entry = table.check('s', 1, 2, 3, 'target', 10);
+  assert.ok(entry >= 0);
+  const intent = (sequence: number, tail: number, slots: number): DeliveryIntent => ({ entry, sequence, targetIndex: 4, targetGeneration: 6, targetEpoch: 0xabcd, lane: 2, tail, slots });
+
+  // Killed with the intent open: the fields are at the offsets of §5.5, the state OPEN.
+  table.openIntent(intent(10, 12, 2));
+  assert.equal(
+    [layout.DEDUP_INTENT_STATE_OFFSET, layout.DEDUP_INTENT_ENTRY_OFFSET, layout.DEDUP_INTENT_SEQUENCE_OFFSET, layout.DEDUP_INTENT_TARGET_INDEX_OFFSET, layout.DEDUP_INTENT_TARGET_GENERATION_OFFSET, layout.DEDUP_INTENT_TARGET_EPOCH_OFFSET, layout.DEDUP_INTENT_LANE_OFFSET, layout.DEDUP_INTENT_TAIL_OFFSET, layout.DEDUP_INTENT_SLOTS_OFFSET].map(word),
+    [layout.DEDUP_INTENT_OPEN, entry, 10, 4, 6, 0xabcd, 2, 12, 2],
+  );
+  table.close(false);
+  table = open();
+  // tail == intent tail - slots: not published; the entry is left alone and the frame is delivered from the resend.
+  assert.equal(table.settleIntent(() => 10)?.outcome, 'not-published');
+  assert.is(word(layout.DEDUP_INTENT_STATE_OFFSET), 0, 'closed');
+  assert.is(table.check('s', 1, 2, 3, 'target', 10), entry, 'not a duplicate');
+
+  // tail == intent tail: published; the entry records it and the resend is a duplicate.
+  table.openIntent(intent(10, 12, 2));
+  table.close(false);
+  table = open();
+  assert.equal(table.settleIntent((i) => i.tail)?.outcome, 'published');
+  assert.is(table.check('s', 1, 2, 3, 'target', 10), -1, 'a duplicate');
+  assert.is(table.settleIntent(() => 0), null, 'nothing left open');
+
+  // Entry updated, intent not closed: published, nothing more to do.
+  table.openIntent(intent(11, 13, 1));
+  table.delivered(entry, 11);
+  table.close(false);
+  table = open();
+  assert.equal(table.settleIntent(() => 13)?.outcome, 'published');
+  assert.is(table.check('s', 1, 2, 3, 'target', 11), -1);
+
+  // The inbox is gone (or replaced): unknown, recorded as delivered.
+  table.openIntent(intent(12, 14, 1));
+  table.close(false);
+  table = open();
+  assert.equal(table.settleIntent(() => null)?.outcome, 'unknown');
+  assert.is(table.check('s', 1, 2, 3, 'target', 12), -1);
+  assert.is(word(layout.DEDUP_INTENT_STATE_OFFSET), 0);
+});
+
+relay.run();
+
+// ─── (f) the algorithms: a C producer written from docs/LAYOUT.md ───────────
 
 const c = suite('layout: a C producer written from docs/LAYOUT.md, a JavaScript consumer');
 c.after.each(cleanupAll);

@@ -196,7 +196,10 @@ static void attach(const char *path) {
   max_payload = SHMBUS_MAX_PAYLOAD(slot_size);
 }
 
-static void release_lane(void) { cas_i32(&lane->owner, me, 0); /* SYNC POINT lane owner */ }
+static void release_lane(void) {
+  STORE(&lane->owner_flags, 0u);  /* flags first: a lane left flagged would wait for a relay */
+  cas_i32(&lane->owner, me, 0);   /* SYNC POINT lane owner */
+}
 
 /* §7.8 finish_take */
 static void finish_take(uint32_t l, int reused) {
@@ -204,7 +207,8 @@ static void finish_take(uint32_t l, int reused) {
   lane = lane_at(l);
   STORE(&lane->owner_start_time.low, (uint32_t)(my_start & 0xFFFFFFFFu));
   STORE(&lane->owner_start_time.high, (uint32_t)(my_start >> 32));
-  STORE(&lane->owner, me); /* SYNC POINT lane owner: the start time first */
+  STORE(&lane->owner_flags, 0u); /* not a relay */
+  STORE(&lane->owner, me); /* SYNC POINT lane owner: the start time and flags first */
   for (;;) {               /* SYNC POINT lanes in use: before the first publish */
     uint32_t n = LOAD(&inbox->lanes_in_use);
     if (n >= l + 1 || cas_u32(&inbox->lanes_in_use, n, l + 1) == n) break;
@@ -243,6 +247,7 @@ static void take_lane(void) {
       STORE(&x->state, (uint32_t)SHMBUS_LANE_STATE_CORRUPT);
       continue;
     }
+    else if (w > 0 && (LOAD(&x->owner_flags) & SHMBUS_LANE_OWNER_FLAG_RELAY) != 0) dead = 0; /* a relay's lane waits for a relay (§7.18) */
     else if (w > 0) dead = w != me && !alive(w, st);
     else dead = -w != me && !alive(-w, 0); /* being taken: pid only */
     if (dead && cas_i32(&x->owner, w, -me) == w) {
