@@ -14,7 +14,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import { Bus } from '../src/index';
-import { cleanupAll, registerCleanup, shmDir, spawnChild, uniqueNamespace, until, type Child } from './_helpers';
+import { cleanupAll, registerCleanup, seededRandom, shmDir, spawnChild, uniqueNamespace, until, type Child } from './_helpers';
 import { FrameChecker, drainUntil, endpointReport, parseDoneLine, parseLaneLine, processState, type LaneReport } from './_helpers/child';
 
 const SECONDS = Number(process.env.SHMBUS_CHURN_SECONDS ?? 30);
@@ -25,17 +25,6 @@ const ALIVE = 6;
 const CHECKPOINT = 500;
 
 /** A small deterministic PRNG (mulberry32), so a failing run can be repeated with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
-
 interface Producer {
   readonly id: number;
   readonly child: Child;
@@ -59,7 +48,7 @@ churn.after.each(cleanupAll);
 churn(`for ${SECONDS} s, through ${LANES} lanes, ${ALIVE} producers at a time: every published frame arrives once, in order`, async () => {
   const dir = shmDir();
   const ns = uniqueNamespace();
-  const random = prng(SEED);
+  const random = seededRandom(SEED);
   const sink = Bus.openSync({ name: 'sink', namespace: ns, dir, lanes: LANES, capacity: 256, slotSize: 64 });
   registerCleanup(() => sink.closeSync());
   const checker = new FrameChecker();

@@ -6,10 +6,9 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createServer, connect, type Socket } from 'node:net';
 import { Bus, parseNotice } from '../src/index';
 import { cleanupAll, deadline, filesIn, nextFrame, spawnChild, until } from './_helpers';
-import { makeCluster, freePort } from './_helpers/cluster';
+import { makeCluster, tcpProxy, type TcpProxy } from './_helpers/cluster';
 
 const FRAMES = Number(process.env.SHMBUS_RELAY_FRAMES ?? 20_000);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -121,12 +120,6 @@ streams.after.each(cleanupAll);
 
 type ClusterT = Awaited<ReturnType<typeof makeCluster>>;
 type RelayT = Awaited<ReturnType<ClusterT['start']>>;
-interface Proxy {
-  server: ReturnType<typeof createServer>;
-  sockets: Set<Socket>;
-  port: number;
-}
-
 /** Wait until `predicate(metrics of relay)` holds. */
 async function untilMetrics(relay: RelayT, predicate: (m: Awaited<ReturnType<RelayT['metrics']>>) => boolean, what: string): Promise<void> {
   await deadline(
@@ -141,30 +134,9 @@ async function untilMetrics(relay: RelayT, predicate: (m: Awaited<ReturnType<Rel
   );
 }
 
-async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record<string, RelayT>; proxy: Proxy | null }) => Promise<void>, options: { proxy?: boolean } = {}) {
-  let proxy: Proxy | null = null;
+async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record<string, RelayT>; proxy: TcpProxy | null }) => Promise<void>, options: { proxy?: boolean } = {}) {
   let betaPort = 0;
-  if (options.proxy) {
-    const sockets = new Set<Socket>();
-    const server = createServer((client) => {
-      const upstream = connect(betaPort, '127.0.0.1');
-      sockets.add(client);
-      sockets.add(upstream);
-      client.pipe(upstream);
-      upstream.pipe(client);
-      const drop = () => {
-        client.destroy();
-        upstream.destroy();
-        sockets.delete(client);
-        sockets.delete(upstream);
-      };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-    proxy = { server, sockets, port };
-  }
+  const proxy = options.proxy ? await tcpProxy(() => betaPort) : null;
   const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
   betaPort = cluster.port('beta');
   try {
@@ -178,10 +150,7 @@ async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record
     assert.is(result, `received ${2 * FRAMES} errors 0 1:${FRAMES} 2:${FRAMES}`, sink.lines.join('\n'));
     return { cluster, relays };
   } finally {
-    if (proxy) {
-      for (const s of proxy.sockets) s.destroy();
-      proxy.server.close();
-    }
+    proxy?.close();
   }
 }
 
@@ -196,7 +165,7 @@ streams('TCP connections broken mid-stream (three times) lose and duplicate noth
     async ({ relays, proxy }) => {
       for (let cut = 1; cut <= 3; cut++) {
         await untilMetrics(relays.alpha!, (m) => (m.peers.beta?.framesOut ?? 0) > (cut * FRAMES) / 3, `stream under way before cut ${cut}`);
-        for (const s of proxy!.sockets) s.destroy();
+        proxy!.cut();
       }
     },
     { proxy: true },

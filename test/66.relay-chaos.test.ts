@@ -11,74 +11,21 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import { cleanupAll, deadline, spawnChild } from './_helpers';
-import { freePort, makeCluster } from './_helpers/cluster';
+import { cleanupAll, deadline, seededRandom, spawnChild } from './_helpers';
+import { makeCluster, tcpProxy } from './_helpers/cluster';
 
 const FRAMES = Number(process.env.SHMBUS_CHAOS_FRAMES ?? 34_000);
 const KILLS = Number(process.env.SHMBUS_CHAOS_KILLS ?? 10);
 const SEED = Number(process.env.SHMBUS_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const PRODUCERS = 3;
 
-/** A small seeded generator (mulberry32): a failing run can be repeated with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** A TCP proxy on loopback whose connections can be cut at once. */
-interface Proxy {
-  readonly port: number;
-  cut(): number;
-  close(): void;
-}
-
-async function proxyTo(target: () => number): Promise<Proxy> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(target(), '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return {
-    port,
-    cut() {
-      const n = sockets.size;
-      for (const s of sockets) s.destroy();
-      return n;
-    },
-    close() {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 const chaos = suite('relay chaos');
 chaos.after.each(cleanupAll);
 
 chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${KILLS} times and links cut: each exactly once, in order (seed ${SEED})`, async () => {
-  const rand = random(SEED);
+  const rand = seededRandom(SEED);
   const ports: Record<string, number> = {};
-  const proxies = { alpha: await proxyTo(() => ports.alpha!), beta: await proxyTo(() => ports.beta!) };
+  const proxies = { alpha: await tcpProxy(() => ports.alpha!), beta: await tcpProxy(() => ports.beta!) };
   try {
     const cluster = await makeCluster(['alpha', 'beta'], {
       limits: { ttlMs: 120_000, ackTimeoutMs: 130_000 },

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { createServer } from 'node:net';
+import { connect as connectNet, createServer, createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -202,4 +202,46 @@ function httpGet(port: number, path: string): Promise<string> {
     5000,
     `GET ${path}`,
   );
+}
+
+
+/** A TCP proxy on loopback (to the port `target()` gives at each connection) whose connections can be cut at once. */
+export interface TcpProxy {
+  readonly port: number;
+  /** Destroy every connection through it; returns how many sockets were open. */
+  cut(): number;
+  close(): void;
+}
+
+export async function tcpProxy(target: () => number): Promise<TcpProxy> {
+  const sockets = new Set<Socket>();
+  const server = createNetServer((client) => {
+    const upstream = connectNet(target(), '127.0.0.1');
+    sockets.add(client);
+    sockets.add(upstream);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    port,
+    cut() {
+      const n = sockets.size;
+      for (const s of sockets) s.destroy();
+      return n;
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
 }

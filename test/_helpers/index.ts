@@ -133,6 +133,18 @@ export function spawnChild(role: string, args: Record<string, unknown>): Child {
 const cleanups: Array<() => void> = [];
 
 /** Run `fn` in the next cleanupAll (kill a process, remove a folder, delete a network namespace...). */
+/** A small seeded generator (mulberry32) in [0, 1): a failing random run can be repeated with its seed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
+  };
+}
+
 export function registerCleanup(fn: () => void): void {
   cleanups.push(fn);
 }
