@@ -34,7 +34,7 @@ import {
 import { openInbox } from '../src/bus';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/options';
 import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/frame';
-import { InboxConsumer } from '../src/inbox';
+import { ScanningConsumer } from '../src/scan';
 import { wakeAll } from '../src/doorbell';
 import { Routes, type Route } from '../src/routes';
 import { Segment, isProcessAlive, processStartTime } from '../src/segment';
@@ -65,7 +65,7 @@ export type DeliveryResult = typeof DELIVERED | typeof TARGET_FULL | typeof TARG
 
 export class RelayEndpoint {
   readonly entry: EntryInfo;
-  readonly inbox: InboxConsumer;
+  readonly inbox: ScanningConsumer;
   readonly doorbellPort: number;
   /** Datagrams on the doorbell port that were not a doorbell (ignored). */
   doorbellGarbage = 0;
@@ -87,7 +87,7 @@ export class RelayEndpoint {
     private readonly udp: Socket,
   ) {
     this.entry = entry;
-    this.inbox = new InboxConsumer(segment.buffer, { wakeSpace: (byteOffset) => wakeAll(segment.buffer, byteOffset) });
+    this.inbox = new ScanningConsumer(segment.buffer, { wakeSpace: (byteOffset) => wakeAll(segment.buffer, byteOffset) });
     this.doorbellPort = udp.address().port;
     // The relay's lanes are flagged: after its death only a relay takes them over (docs/LAYOUT.md §7.18).
     this.routes = new Routes(directory, options.dir, options.namespace, { pid: process.pid, startTime: processStartTime(process.pid), isAlive: isProcessAlive, relay: true });
@@ -156,7 +156,7 @@ export class RelayEndpoint {
     return true;
   }
 
-  /** Read unacked outbound frames (see InboxConsumer.scan); `id` names the frame until it is released. */
+  /** Read unacked outbound frames (see ScanningConsumer.scan); `id` names the frame until it is released. */
   scan(handler: (frame: FrameView, id: number) => void, limit: number): number {
     return this.inbox.scan(handler, limit);
   }

@@ -13,12 +13,9 @@
  * rings). A lane taken after the consumer read lanes-in-use was counted in
  * before its first publish, so its publish sees parked = 1. See LAYOUT.md §7.11.
  *
- * Two ways to consume:
- *  - poll(): hand frames over and release them as it goes (applications);
- *  - scan() + release(id) + advanceHead(): read ahead without releasing and
- *    finish frames in any order (the relay keeps each frame in shared memory
- *    until its peer acks it). A finished frame is marked in its slot, so a
- *    consumer restarted on the same inbox (rewind) skips it.
+ * poll() hands frames over and releases them as it goes (applications); the
+ * relay reads ahead without releasing and finishes frames in any order: see
+ * scan.ts (ScanningConsumer).
  *
  * Every position and length read from shared memory is checked before use: a
  * frame that cannot be valid is skipped and counted; a lane whose positions
@@ -51,9 +48,6 @@ import {
   SLOT_FLAGS_OFFSET,
   SLOT_HEADER_LENGTH,
   SLOT_LENGTH_OFFSET,
-  SLOT_MARK_DONE,
-  SLOT_MARK_SKIPPED,
-  SLOT_MARK_OFFSET,
   SLOT_MESSAGE_LENGTH_OFFSET,
   SLOT_SEQUENCE_OFFSET,
   SLOT_SOURCE_GENERATION_OFFSET,
@@ -70,7 +64,7 @@ const LANE0_WORD = laneOffset(0) / WORD;
 const LANE_WORDS = LANE_LENGTH / WORD;
 const LANE_TAIL_WORD = LANE_TAIL_OFFSET / WORD;
 /** decode(): the slot does not hold a valid frame. */
-const INVALID = 0;
+export const INVALID = 0;
 
 export interface ConsumerOptions {
   /** Wake producers sleeping on the futex at `byteOffset` (a lane's head) for room. Default: nothing to wake. */
@@ -97,22 +91,20 @@ export class InboxConsumer {
   readonly maxMessage: number;
   readonly bytes: Uint8Array;
   private readonly i32: Int32Array;
-  private readonly u32: Uint32Array;
-  private readonly mask: number;
+  protected readonly u32: Uint32Array;
+  protected readonly mask: number;
   private readonly slotWords: number;
   /** Word index of lane 0's slot 0. */
   private readonly slots0: number;
   /** Released position per lane (our copy of each lane's head word). */
-  private readonly heads: Uint32Array;
+  protected readonly heads: Uint32Array;
   /** Next position to read per lane: equal to the head for poll(); ahead of it for scan(). */
-  private readonly cursors: Uint32Array;
+  protected readonly cursors: Uint32Array;
   /** Lanes set aside as corrupt (1). */
-  private readonly corrupt: Uint8Array;
-  /** Lanes with frames finished out of order since the last advanceHead(). */
-  private readonly dirty: Uint8Array;
-  private anyDirty = false;
-  private nextLane = 0;
-  private readonly view = new FrameView();
+  protected readonly corrupt: Uint8Array;
+  /** The lane the next poll or scan starts at (round robin). */
+  protected nextLane = 0;
+  protected readonly view = new FrameView();
   private assembly: Uint8Array = new Uint8Array(0);
   private readonly wakeSpace: (byteOffset: number) => void;
 
@@ -133,7 +125,6 @@ export class InboxConsumer {
     this.heads = new Uint32Array(this.laneCount);
     this.cursors = new Uint32Array(this.laneCount);
     this.corrupt = new Uint8Array(this.laneCount);
-    this.dirty = new Uint8Array(this.laneCount);
     this.wakeSpace = options.wakeSpace ?? (() => {});
     for (let lane = 0; lane < this.laneCount; lane++) {
       const base = laneOffset(lane) / WORD;
@@ -158,16 +149,16 @@ export class InboxConsumer {
   }
 
   /** Word index of a lane descriptor's field (integer arithmetic: this runs once per lane per poll). */
-  private laneWord(lane: number, fieldOffset: number): number {
+  protected laneWord(lane: number, fieldOffset: number): number {
     return LANE0_WORD + lane * LANE_WORDS + (fieldOffset >> 2);
   }
 
-  private slotBase(lane: number, position: number): number {
+  protected slotBase(lane: number, position: number): number {
     return this.slots0 + (lane * this.capacity + (position & this.mask)) * this.slotWords;
   }
 
   /** Lanes to visit: [0, lanes in use), bounded by the lane count (a corrupt header word cannot send us out of bounds). */
-  private lanesInUse(load: boolean): number {
+  protected lanesInUse(load: boolean): number {
     const n = load ? Atomics.load(this.u32, LANES_IN_USE) : this.u32[LANES_IN_USE]!;
     return n < this.laneCount ? n : this.laneCount;
   }
@@ -177,7 +168,7 @@ export class InboxConsumer {
    * returns how many slots are published past `from`, or -1 after setting the
    * lane aside as corrupt.
    */
-  private available(lane: number, from: number): number {
+  protected available(lane: number, from: number): number {
     const tailWord = this.laneWord(lane, LANE_TAIL_OFFSET);
     // SYNC POINT: lane publish (acquire: the slots before tail are written; a plain load is an acquire load on x86-64).
     const tail = LIGHT_FENCES ? this.u32[tailWord]! : Atomics.load(this.u32, tailWord);
@@ -202,7 +193,7 @@ export class InboxConsumer {
   }
 
   /** Publish a lane's head (release) and wake its producer if it waits for room. */
-  private storeHead(lane: number, head: number): void {
+  protected storeHead(lane: number, head: number): void {
     this.heads[lane] = head;
     const headWord = this.laneWord(lane, LANE_HEAD_OFFSET);
     const spaceWord = this.laneWord(lane, LANE_SPACE_WANTED_OFFSET);
@@ -273,143 +264,13 @@ export class InboxConsumer {
   }
 
   /**
-   * Read up to `limit` frames past each lane's cursor WITHOUT releasing them
-   * (the relay). The handler gets each frame's id (see {@link idOf}). Frames
-   * already finished (marked) are passed over; invalid ones are finished and
-   * counted. Returns the number handed over.
-   */
-  scan(handler: (frame: FrameView, id: number) => void, limit: number): number {
-    const lanes = this.lanesInUse(false);
-    let delivered = 0;
-    let corrupt = 0;
-    let lane = this.nextLane < lanes ? this.nextLane : 0;
-    for (let visited = 0; visited < lanes && delivered < limit; visited++, lane = lane + 1 === lanes ? 0 : lane + 1) {
-      if (this.corrupt[lane] !== 0) continue;
-      let cursor = this.cursors[lane]!;
-      if (this.u32[this.laneWord(lane, LANE_TAIL_OFFSET)] === cursor) continue;
-      let avail = this.available(lane, cursor);
-      while (avail > 0 && delivered < limit) {
-        const base = this.slotBase(lane, cursor);
-        if (this.u32[base + SLOT_MARK_OFFSET / WORD] === SLOT_MARK_SKIPPED) {
-          // Skipped (and counted) before a restart: pass it again without counting it again.
-          this.markDirty(lane);
-          cursor = (cursor + 1) >>> 0;
-          avail--;
-          continue;
-        }
-        const slots = this.decode(lane, cursor, avail);
-        if (slots === INVALID) {
-          corrupt++;
-          this.u32[base + SLOT_MARK_OFFSET / WORD] = SLOT_MARK_SKIPPED;
-          this.markDirty(lane);
-          cursor = (cursor + 1) >>> 0;
-          avail--;
-          continue;
-        }
-        const position = cursor;
-        cursor = (cursor + slots) >>> 0;
-        avail -= slots;
-        this.cursors[lane] = cursor;
-        if (this.u32[base + SLOT_MARK_OFFSET / WORD] === SLOT_MARK_DONE) {
-          this.markDirty(lane);
-          continue;
-        }
-        delivered++;
-        handler(this.view, this.idOf(lane, position));
-      }
-      this.cursors[lane] = cursor;
-    }
-    this.nextLane = lane;
-    if (corrupt > 0) addU64(this.u32, INBOX_CORRUPT_OFFSET, corrupt);
-    this.advanceHead();
-    return delivered;
-  }
-
-  /** A frame's id: lane * capacity + slot index (a u32: lanes * capacity <= 2^32). */
-  idOf(lane: number, position: number): number {
-    return lane * this.capacity + (position & this.mask);
-  }
-
-  /**
-   * The position of frame `id` if it lies between its lane's head and cursor
-   * (read by scan, not yet passed by the head); else -1.
-   */
-  private positionOf(id: number): number {
-    const lane = Math.floor(id / this.capacity);
-    if (!(lane >= 0 && lane < this.laneCount)) return -1;
-    const head = this.heads[lane]!;
-    const position = (head + (((id & this.mask) - (head & this.mask)) & this.mask)) >>> 0;
-    if (((position - head) >>> 0) >= ((this.cursors[lane]! - head) >>> 0)) return -1;
-    return position;
-  }
-
-  /** Finish frame `id` (read by scan) in any order; the head passes it at the next advanceHead(). */
-  release(id: number): void {
-    const position = this.positionOf(id);
-    if (position < 0) return;
-    const lane = Math.floor(id / this.capacity);
-    this.u32[this.slotBase(lane, position) + SLOT_MARK_OFFSET / WORD] = SLOT_MARK_DONE;
-    this.markDirty(lane);
-  }
-
-  private markDirty(lane: number): void {
-    this.dirty[lane] = 1;
-    this.anyDirty = true;
-  }
-
-  /** Move each lane's head over finished frames and publish it (once per lane); counts them as received. */
-  advanceHead(): void {
-    if (!this.anyDirty) return;
-    this.anyDirty = false;
-    let released = 0;
-    for (let lane = 0; lane < this.laneCount; lane++) {
-      if (this.dirty[lane] === 0) continue;
-      this.dirty[lane] = 0;
-      const cursor = this.cursors[lane]!;
-      let head = this.heads[lane]!;
-      while (head !== cursor) {
-        const base = this.slotBase(lane, head);
-        const mark = this.u32[base + SLOT_MARK_OFFSET / WORD];
-        if (mark === SLOT_MARK_SKIPPED) {
-          head = (head + 1) >>> 0;
-          continue;
-        }
-        if (mark !== SLOT_MARK_DONE) break;
-        // A finished frame's header was checked when it was read; a long message passes as one.
-        const length = this.u32[base + SLOT_LENGTH_OFFSET / WORD]!;
-        const message = this.u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD]!;
-        const slots = message > length && length === this.maxPayload && message <= this.maxMessage ? Math.ceil(message / this.maxPayload) : 1;
-        head = (head + (((cursor - head) >>> 0) < slots ? 1 : slots)) >>> 0;
-        released++;
-      }
-      if (head !== this.heads[lane]) this.storeHead(lane, head);
-    }
-    if (released > 0) addU64(this.u32, INBOX_RECEIVED_OFFSET, released);
-  }
-
-  /** Decode frame `id` (read by scan, not yet released) again; null if it is not such a frame any more. */
-  viewAt(id: number): FrameView | null {
-    const position = this.positionOf(id);
-    if (position < 0) return null;
-    const lane = Math.floor(id / this.capacity);
-    if (this.u32[this.slotBase(lane, position) + SLOT_MARK_OFFSET / WORD] !== 0) return null; // finished already
-    const avail = (this.cursors[lane]! - position) >>> 0;
-    return this.decode(lane, position, avail) === INVALID ? null : this.view;
-  }
-
-  /** Read again from each lane's head: every frame not yet finished will be scanned again. */
-  rewind(): void {
-    this.cursors.set(this.heads);
-  }
-
-  /**
    * Fill the view from the frame at `position` of `lane`, with `avail` slots
    * published from there. Returns the slots it occupies, or INVALID (0) if
    * its header cannot be valid (a length or address prefix out of range, a
    * message longer than allowed or than what was published, a continuation
    * slot out of place).
    */
-  private decode(lane: number, position: number, avail: number): number {
+  protected decode(lane: number, position: number, avail: number): number {
     const u32 = this.u32;
     const view = this.view;
     const base = this.slotBase(lane, position);

@@ -30,6 +30,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Bus, type Frame } from '../src/index';
 import { InboxConsumer } from '../src/inbox';
+import { ScanningConsumer } from '../src/scan';
 import { LaneProducer, type LaneOwner } from '../src/lane';
 import * as layout from '../src/layout';
 import { processStartTime, Segment } from '../src/segment';
@@ -178,11 +179,11 @@ const LANE_PRODUCER_WORDS = ['LANE_OWNER_OFFSET', 'LANE_OWNER_FLAGS_OFFSET', 'LA
 const LANE_CONSUMER_WORDS = ['LANE_HEAD_OFFSET', 'LANE_STATE_OFFSET'];
 
 /** A lane producer and a consumer on a plain ArrayBuffer formatted as an inbox (the code, not layout.ts, answers). */
-function codeOn(slotSize: number, capacity: number, lanes: number): { producer: LaneProducer; consumer: InboxConsumer } {
+function codeOn(slotSize: number, capacity: number, lanes: number): { producer: LaneProducer; consumer: ScanningConsumer } {
   const buffer = new ArrayBuffer(layout.inboxSegmentLength(slotSize, capacity, lanes));
   InboxConsumer.format(buffer, slotSize, capacity, lanes, capacity * (slotSize - layout.SLOT_HEADER_LENGTH));
   const producer = LaneProducer.take(buffer, { pid: 1, startTime: 1, isAlive: () => true });
-  return { producer, consumer: new InboxConsumer(buffer) };
+  return { producer, consumer: new ScanningConsumer(buffer) };
 }
 
 /** Function-like macros of native/layout.h and what the TypeScript side computes for the same arguments. */

@@ -6,6 +6,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { InboxConsumer } from '../src/inbox';
+import { ScanningConsumer } from '../src/scan';
 import { LaneProducer, type LaneOwner, type LivenessCheck } from '../src/lane';
 import { OFFER_FULL, OFFER_OK, OFFER_OK_RING, readInboxCounters, type FrameView, type ProducerStamp } from '../src/frame';
 import {
@@ -872,7 +873,7 @@ interface Scanned {
   source: number;
 }
 
-function scanAll(consumer: InboxConsumer, limit = 1 << 30): Scanned[] {
+function scanAll(consumer: ScanningConsumer, limit = 1 << 30): Scanned[] {
   const out: Scanned[] = [];
   consumer.scan((v, id) => out.push({ id, sequence: v.sequence, source: v.sourceIndex }), limit);
   return out;
@@ -882,7 +883,7 @@ relay('scan hands frames over without releasing them', () => {
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let i = 0; i < 4; i++) a.offer();
   assert.equal(scanAll(consumer).map((f) => f.sequence), [0, 1, 2, 3]);
   assert.is(laneField(buffer, 0, LANE_HEAD_OFFSET), 0);
@@ -897,7 +898,7 @@ relay('release in any order; advanceHead moves only over a finished prefix', () 
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let i = 0; i < 5; i++) a.offer();
   const ids = scanAll(consumer).map((f) => f.id);
   const head = () => laneField(buffer, 0, LANE_HEAD_OFFSET);
@@ -923,14 +924,14 @@ relay('a restarted consumer re-delivers exactly the unfinished frames', () => {
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const first = new InboxConsumer(buffer);
+  const first = new ScanningConsumer(buffer);
   for (let i = 0; i < 6; i++) a.offer();
   const scanned = scanAll(first);
   for (const k of [0, 1, 3, 4]) first.release(scanned[k]!.id);
   first.advanceHead();
   assert.is(laneField(buffer, 0, LANE_HEAD_OFFSET), 2);
   // The relay dies; another starts on the same inbox.
-  const second = new InboxConsumer(buffer);
+  const second = new ScanningConsumer(buffer);
   const again = scanAll(second);
   assert.equal(again.map((f) => f.sequence), [2, 5], 'finished frames past the head are skipped by their mark');
   assert.equal(again.map((f) => f.id), [scanned[2]!.id, scanned[5]!.id]);
@@ -947,7 +948,7 @@ relay('rewind scans the unfinished frames again', () => {
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let i = 0; i < 4; i++) a.offer();
   const ids = scanAll(consumer).map((f) => f.id);
   consumer.release(ids[1]!);
@@ -959,7 +960,7 @@ relay('viewAt decodes a scanned frame again; null once released and passed, or f
   const buffer = makeInbox({ capacity: 8, lanes: 2 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let i = 0; i < 3; i++) a.offer(i + 5);
   const ids = scanAll(consumer).map((f) => f.id);
   const v = consumer.viewAt(ids[1]!);
@@ -978,7 +979,7 @@ relay('viewAt of a frame released out of order (not yet passed by the head) is n
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let i = 0; i < 3; i++) a.offer();
   const ids = scanAll(consumer).map((f) => f.id);
   consumer.release(ids[1]!);
@@ -992,7 +993,7 @@ relay('scan finishes an invalid frame at once: the head passes it without a rele
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   a.offer();
   a.offer();
   setWord(buffer, slotAt(buffer, 0, 0) + SLOT_LENGTH_OFFSET, consumer.maxPayload + 1);
@@ -1005,7 +1006,7 @@ relay('a frame skipped as invalid is counted as corrupt, not as received', () =>
   const buffer = makeInbox({ capacity: 8 });
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   a.offer();
   a.offer();
   setWord(buffer, slotAt(buffer, 0, 0) + SLOT_LENGTH_OFFSET, consumer.maxPayload + 1);
@@ -1022,7 +1023,7 @@ relay('ids name lane and slot: lane * capacity + slot', () => {
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
   const b = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   const capacity = b.lane.capacity;
   a.offer();
   for (let i = 0; i < 4; i++) b.offer();
@@ -1043,7 +1044,7 @@ long('an address prefix longer than a slot: the message is the prefix then the p
   const buffer = makeInbox({ slotSize: 64, capacity: 16 });
   const procs = new Processes();
   const lane = LaneProducer.take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   const address = 'a-long-endpoint-name-for-this-test@some-host-name';
   const prefix = new Uint8Array(address.length + 1);
   prefix[0] = address.length;
@@ -1062,7 +1063,7 @@ relay('a tail moved behind what scan has read sets the lane aside (never hands o
   const procs = new Processes();
   const a = take(buffer, procs.spawn());
   const b = take(buffer, procs.spawn());
-  const consumer = new InboxConsumer(buffer);
+  const consumer = new ScanningConsumer(buffer);
   for (let k = 0; k < 4; k++) a.offer();
   b.offer();
   assert.is(scanAll(consumer).length, 5);
