@@ -1,6 +1,6 @@
 /**
  * The relay's side of shared memory: its own endpoint ("@relay") whose inbox
- * is the host's outbound ring, and the producer side that writes frames from
+ * is the host's outbound inbox (a lane per sending process), and the producer side that writes frames from
  * other hosts into local inboxes.
  *
  * The outbound inbox is a set of lanes, one per local process sending to

@@ -4,7 +4,7 @@
  * The pool has `poolSize` slots. Every frame of one source goes through the
  * same slot (chosen by the source's directory index), so frames of one source
  * leave in order on one TCP stream: per (source, destination) FIFO holds.
- * A slot holds the ring positions of its frames: `queued` (not yet sent) and
+ * A slot holds the outbound frame ids of its frames: `queued` (not yet sent) and
  * `unacked` (sent, in send order). When its connection breaks, the unacked
  * positions go back to the front of the queue and are sent again after the
  * reconnect; the receiving relay drops the ones it had delivered.
@@ -312,7 +312,7 @@ export class PeerLink {
     }
   }
 
-  /** Close every connection; queued and unacked frames stay in the ring for the next start. */
+  /** Close every connection; queued and unacked frames stay in the outbound inbox for the next start. */
   close(): void {
     this.closed = true;
     clearInterval(this.idleTimer);

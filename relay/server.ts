@@ -1,5 +1,5 @@
 /**
- * TransitServer: one per host. Drains the host's outbound ring (the "@relay"
+ * TransitServer: one per host. Drains the host's outbound inbox (the "@relay"
  * inbox in shared memory) into pooled, authenticated TCP connections to peer
  * relays, and delivers frames arriving from peers into local inboxes.
  *
@@ -75,7 +75,7 @@ export class TransitServer {
   private readonly writer: DataBatchWriter;
   private readonly names = new Map<number, { generation: number; name: string }>();
   private readonly addresses = new AddressCache();
-  /** Per outbound ring slot: the destination endpoint name and the source name of the frame in it. */
+  /** Per outbound frame id (lane x capacity + slot): the destination endpoint name and the source name of the frame in it. */
   private destinations: string[] = [];
   private sources: string[] = [];
   /** `name@peer` strings of remote sources, per peer, so a frame does not build one. */
@@ -210,7 +210,7 @@ export class TransitServer {
     if (!this.endpoint.park(this.pumpSoon, PARK_TIMEOUT_MS)) this.pumpSoon();
   };
 
-  /** One frame from the ring, not yet released. */
+  /** One frame from the outbound inbox, not yet released. */
   private readonly onOutbound = (view: FrameView, position: number): void => {
     this.global.outboundFrames++;
     if ((view.flags & FRAME_FLAG_OUTBOUND) === 0 || view.addressLength === 0) {

@@ -1,7 +1,7 @@
 /**
  * Doorbells: how a producer wakes a parked consumer, and how a consumer sleeps.
  *
- * A producer rings only after it won the parked flag (see FrameRing.commit),
+ * A producer rings only after it won the parked flag (see LaneProducer.publish),
  * so a busy consumer costs no system call and each sleep is rung once.
  *  - DOORBELL_FUTEX: FUTEX_WAKE on the inbox's parked word (app inboxes).
  *  - DOORBELL_UDP: one datagram to 127.0.0.1:<port> (the relay's inbox, whose
