@@ -71,6 +71,8 @@ class Slot {
   ackClock = 0;
   /** Handshake progress of the current connection. */
   step: 'hello-sent' | 'proof-sent' = 'hello-sent';
+  /** The current connection is being closed by the idle timeout (a disconnect, not a failure). */
+  idleClosing = false;
 
   constructor(readonly index: number) {}
 
@@ -255,10 +257,18 @@ export class PeerLink {
     slot.timer = null;
     slot.conn = null;
     const wasReady = slot.state === 'ready';
+    const idleClose = slot.idleClosing;
+    slot.idleClosing = false;
     this.counters.disconnects += wasReady ? 1 : 0;
     if (!wasReady) {
       slot.failures++;
       this.counters.connectFailures++;
+    }
+    if (idleClose && wasReady && slot.unacked.size === 0) {
+      // Closed by us for want of traffic: already logged as peer_idle_close; nothing to resend.
+      slot.state = slot.queuedCount > 0 && !this.closed ? 'backoff' : 'idle';
+      if (slot.state === 'backoff') this.backoff(slot);
+      return;
     }
     // Frames sent but not acked go back to the front, in the order they were sent.
     if (slot.unacked.size > 0) {
@@ -306,7 +316,7 @@ export class PeerLink {
       if (conn === null || slot.state !== 'ready' || slot.unacked.size > 0 || slot.queuedCount > 0) continue;
       if (now - conn.lastActivity >= this.ctx.config.limits.idleTimeoutMs) {
         this.ctx.log('peer_idle_close', { peer: this.host.name, conn: conn.id, slot: slot.index });
-        slot.state = 'idle';
+        slot.idleClosing = true;
         conn.destroy();
       }
     }

@@ -74,6 +74,26 @@ basic('an unknown remote endpoint and an unknown host come back as notices', asy
   await a1.close();
 });
 
+basic('an idle link closed by the idle timeout is a disconnect, not a connect failure', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { idleTimeoutMs: 300 } });
+  const [ra] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir });
+  assert.ok(a1.send('b1@beta', bytes('once')));
+  assert.is(text((await nextFrame(b1)).payload), 'once');
+  await ra.event('peer_idle_close', 10_000);
+  await untilMetrics(ra, (m) => (m.peers.beta?.disconnects ?? 0) + (m.peers.beta?.connectFailures ?? 0) >= 1, 'the idle close counted');
+  const m = await ra.metrics();
+  assert.is(m.peers.beta!.connectFailures, 0, 'an idle close is not a connect failure');
+  assert.is(m.peers.beta!.disconnects, 1);
+  assert.equal(ra.events('connect_failed'), [], 'no connect_failed line for an idle close');
+  // The link comes back on demand.
+  assert.ok(a1.send('b1@beta', bytes('again')));
+  assert.is(text((await nextFrame(b1)).payload), 'again');
+  await a1.close();
+  await b1.close();
+});
+
 basic('a target that appears within the TTL receives the frames that waited for it', async () => {
   const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 10_000 } });
   const [, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
