@@ -114,14 +114,8 @@ export function renderPrometheus(s: RelaySnapshot): string {
       }
     }
   }
-  lines.push('# TYPE shmbus_relay_connection_frames_out_total counter');
-  for (const c of s.connections) {
-    lines.push(`shmbus_relay_connection_frames_out_total{host="${host}",peer="${escapeLabel(c.peer)}",direction="${c.direction}",id="${c.id}"} ${c.framesOut}`);
-  }
-  lines.push('# TYPE shmbus_relay_connection_frames_in_total counter');
-  for (const c of s.connections) {
-    lines.push(`shmbus_relay_connection_frames_in_total{host="${host}",peer="${escapeLabel(c.peer)}",direction="${c.direction}",id="${c.id}"} ${c.framesIn}`);
-  }
+  // Per-connection figures stay in /metrics.json (and `shmbus stat`): a label per connection id
+  // would give Prometheus a new series at every reconnect, without bound.
   return `${lines.join('\n')}\n`;
 }
 

@@ -617,6 +617,8 @@ observe('GET /metrics is valid Prometheus text with per-peer frame counts; shmbu
   assert.is(samples.get('shmbus_relay_peer_frames_out_total{host="alpha",peer="beta"}'), N);
   assert.is(samples.get('shmbus_relay_peer_frames_in_total{host="alpha",peer="beta"}'), 0);
   assert.ok(typed.has('shmbus_relay_auth_failures_total'));
+  // Labels come from bounded sets (host, peer): no series per connection id, which would grow at every reconnect.
+  for (const key of samples.keys()) assert.not.match(key, /\bid="/, `unbounded label in ${key}`);
   // Frames waiting for a stopped peer sit in alpha's outbound ring: stat shows them as the relay's inbox depth.
   assert.is(await rb.stop(), 0);
   await ra.event('peer_down', 10_000, (e) => e.peer === 'beta');
