@@ -44,6 +44,8 @@ export interface InboundLimits {
   readonly pendingFrames: number;
   readonly pendingBytes: number;
   readonly ttlMs: number;
+  /** A frame for an endpoint that is not registered is reported UNKNOWN_DESTINATION after this (ms). */
+  readonly unknownTargetMs: number;
 }
 
 export interface InboundCounters {
@@ -166,10 +168,9 @@ export class Inbound {
         this.counters.retries++;
         const result = this.tryDeliver(key, head.frame);
         if (result < 0) {
-          if (now - head.since < this.limits.ttlMs) {
-            head.unknown = !this.endpoint.hasTarget(head.frame.destination);
-            break;
-          }
+          head.unknown = !this.endpoint.hasTarget(head.frame.destination);
+          // A full target waits up to the TTL; one that is not registered only for the (shorter) grace.
+          if (now - head.since < (head.unknown ? this.limits.unknownTargetMs : this.limits.ttlMs)) break;
           this.counters.undeliverable++;
           this.take(queue);
           head.ack(this.endpoint.hasTarget(head.frame.destination) ? ACK_EXPIRED : ACK_UNKNOWN_DESTINATION);

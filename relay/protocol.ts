@@ -203,7 +203,7 @@ export const ACK_TOO_LARGE = 4;
 export const ACK_STATUS_TABLE = Object.freeze({
   [ACK_DELIVERED]: { name: 'DELIVERED', meaning: 'Committed into the target inbox.' },
   [ACK_DUPLICATE]: { name: 'DUPLICATE', meaning: 'Already delivered earlier; the sender releases it.' },
-  [ACK_UNKNOWN_DESTINATION]: { name: 'UNKNOWN_DESTINATION', meaning: 'No such endpoint on the receiving host after the TTL.' },
+  [ACK_UNKNOWN_DESTINATION]: { name: 'UNKNOWN_DESTINATION', meaning: 'No such endpoint on the receiving host after its grace (limit `unknownTargetMs`).' },
   [ACK_EXPIRED]: { name: 'EXPIRED', meaning: 'The target existed but stayed full for the TTL.' },
   [ACK_TOO_LARGE]: { name: 'TOO_LARGE', meaning: "The frame does not fit the target's slot." },
 } as const);

@@ -23,6 +23,7 @@
  *     "pendingFrames": 10000,                  frames held for missing or full targets, 1..10_000_000
  *     "pendingBytes": 67108864,                payload bytes held pending, 1 KiB..4 GiB
  *     "ttlMs": 30000,                          a held frame is reported undeliverable after this, 1..86_400_000
+ *     "unknownTargetMs": 1000,                 a frame for an endpoint not registered waits this long for it, 1..86_400_000, at most ttlMs
  *     "connectTimeoutMs": 2000,                1..3_600_000
  *     "handshakeTimeoutMs": 2000,              1..3_600_000
  *     "idleTimeoutMs": 30000,                  idle pooled connections close after this, 1..3_600_000
@@ -111,6 +112,8 @@ export interface Limits {
   readonly pendingBytes: number;
   /** After this long a held frame is reported undeliverable (ms). */
   readonly ttlMs: number;
+  /** A frame for an endpoint that is not registered waits this long for it to appear, then is reported UNKNOWN_DESTINATION (ms); at most ttlMs. */
+  readonly unknownTargetMs: number;
   /** TCP connect timeout (ms). */
   readonly connectTimeoutMs: number;
   /** Relay handshake timeout (ms). */
@@ -143,6 +146,7 @@ export const LIMIT_RANGES: Readonly<Record<keyof Limits, LimitRange>> = Object.f
   pendingFrames: Object.freeze({ kind: 'integer', min: 1, max: 10_000_000, default: 10_000 }),
   pendingBytes: Object.freeze({ kind: 'integer', min: KIB, max: 4 * GIB, default: 64 * MIB }),
   ttlMs: Object.freeze({ kind: 'durationMs', min: 1, max: 86_400_000, default: 30_000 }),
+  unknownTargetMs: Object.freeze({ kind: 'durationMs', min: 1, max: 86_400_000, default: 1000 }),
   connectTimeoutMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 2000 }),
   handshakeTimeoutMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 2000 }),
   idleTimeoutMs: Object.freeze({ kind: 'durationMs', min: 1, max: 3_600_000, default: 30_000 }),
@@ -492,6 +496,13 @@ function limitsOf(value: unknown): Limits {
   // ack timeout longer than the TTL only ever fires on a link that is really gone.
   if (limits.ackTimeoutMs <= limits.ttlMs) {
     throw fail('limits.ackTimeoutMs', 'limits.ackTimeoutMs', `more than limits.ttlMs (${limits.ttlMs}): a live peer may hold a frame unacked for the whole TTL`, limits.ackTimeoutMs);
+  }
+  if (l.unknownTargetMs === undefined && limits.unknownTargetMs > limits.ttlMs) {
+    // A TTL shorter than the default grace: the grace follows it.
+    limits.unknownTargetMs = limits.ttlMs;
+  }
+  if (limits.unknownTargetMs > limits.ttlMs) {
+    throw fail('limits.unknownTargetMs', 'limits.unknownTargetMs', `at most limits.ttlMs (${limits.ttlMs})`, limits.unknownTargetMs);
   }
   if (limits.backoffInitialMs > limits.backoffMaxMs) {
     throw fail('limits.backoffInitialMs', 'limits.backoffInitialMs', `at most limits.backoffMaxMs (${limits.backoffMaxMs})`, limits.backoffInitialMs);

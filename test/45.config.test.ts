@@ -89,6 +89,7 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
     pendingFrames: 10_000,
     pendingBytes: 64 * MIB,
     ttlMs: 30_000,
+    unknownTargetMs: 1000,
     connectTimeoutMs: 2000,
     handshakeTimeoutMs: 2000,
     idleTimeoutMs: 30_000,
@@ -256,6 +257,17 @@ valid('accepts every limit at both ends of its range', () => {
   const raw = minimal();
   raw.limits = { backoffInitialMs: 1000, backoffMaxMs: 1000 };
   assert.is(validate(raw).limits.backoffMaxMs, 1000);
+});
+
+valid('the unknown-target grace is at most the TTL, and follows a TTL shorter than its default', () => {
+  write('cluster.secret', SECRET);
+  const raw = minimal();
+  raw.limits = { ttlMs: 5000, unknownTargetMs: 6000 };
+  assert.is(refused(() => validate(raw)).field, 'limits.unknownTargetMs');
+  raw.limits = { ttlMs: 300 };
+  assert.is(validate(raw).limits.unknownTargetMs, 300);
+  raw.limits = { ttlMs: 5000, unknownTargetMs: 5000 };
+  assert.is(validate(raw).limits.unknownTargetMs, 5000);
 });
 
 valid('refuses an ack timeout not longer than the TTL (a live peer may hold a frame that long)', () => {

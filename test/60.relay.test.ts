@@ -94,8 +94,8 @@ basic('an idle link closed by the idle timeout is a disconnect, not a connect fa
   await b1.close();
 });
 
-basic('a target that appears within the TTL receives the frames that waited for it', async () => {
-  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 10_000 } });
+basic('a target that appears within its grace (unknownTargetMs) receives the frames that waited for it', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 10_000, unknownTargetMs: 10_000 } });
   const [, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
   const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
   for (let i = 0; i < 3; i++) assert.ok(a1.send('late@beta', bytes(`w${i}`)));
@@ -105,6 +105,17 @@ basic('a target that appears within the TTL receives the frames that waited for 
   const got = [await nextFrame(late), await nextFrame(late), await nextFrame(late)].map((f) => text(f.payload));
   assert.equal(got, ['w0', 'w1', 'w2']);
   await late.close();
+  await a1.close();
+});
+
+basic('a typo in a remote name is reported after unknownTargetMs, not after the whole TTL', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000, ackTimeoutMs: 70_000, unknownTargetMs: 200 } });
+  await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  assert.ok(a1.send('nobdy@beta', bytes('typo')));
+  // Within 20 s, a third of the TTL: only the grace can have ended.
+  const notice = parseNotice(await nextFrame(a1, 20_000, 'the notice'))!;
+  assert.equal([notice.reason, notice.destination], ['UNKNOWN_DESTINATION', 'nobdy@beta']);
   await a1.close();
 });
 
