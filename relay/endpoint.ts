@@ -18,7 +18,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { debuglog } from 'node:util';
 import { BusError, isBusError } from '../src/errors';
 import { Directory, type EntryInfo } from '../src/directory';
-import { ring as ringDoorbell, UDP_DOORBELL_DATAGRAM } from '../src/doorbell';
+import { FutexSleeper, ring as ringDoorbell, UDP_DOORBELL_DATAGRAM } from '../src/doorbell';
 import {
   DOORBELL_UDP,
   ENTRY_FLAG_RELAY,
@@ -245,6 +245,27 @@ export class RelayEndpoint {
     } finally {
       segment.unmap();
     }
+  }
+
+  /**
+   * `target`'s inbox is full for us: sleep on our lane's head until its
+   * consumer frees slots (it wakes the futex because we set the lane's space
+   * flag) or `maxMs` passes, then call `onRoom`. Returns false, without
+   * waiting, when there is room for `length` bytes already or the target is
+   * gone (the caller retries at once).
+   */
+  waitForRoom(target: string, length: number, maxMs: number, onRoom: () => void): boolean {
+    const route = this.route(target);
+    if (route === null) return false;
+    const lane = route.lane;
+    const head = lane.prepareSpaceWait(lane.slotsFor(length));
+    if (head < 0) return false;
+    route.space ??= new FutexSleeper(route.segment.buffer, lane.headByteOffset);
+    void route.space.sleep(maxMs, head).then(() => {
+      if (route.live) lane.endSpaceWait(); // a dropped route's inbox is unmapped
+      onRoom();
+    });
+    return true;
   }
 
   /** Is local endpoint `target` registered right now? */

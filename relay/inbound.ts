@@ -16,6 +16,7 @@
 import { DELIVERED, TARGET_FULL, TARGET_TOO_SMALL, TARGET_UNKNOWN, type RelayEndpoint } from './endpoint';
 import type { DedupTable } from './dedup';
 import { ACK_DELIVERED, ACK_DUPLICATE, ACK_EXPIRED, ACK_TOO_LARGE, ACK_UNKNOWN_DESTINATION } from './protocol';
+import { MAX_ADDRESS_LENGTH } from '../src/layout';
 
 /** Called once per frame with its final ACK status. */
 export type AckCallback = (status: number) => void;
@@ -58,6 +59,8 @@ export interface InboundCounters {
 
 const RETRY_MIN_MS = 1;
 const RETRY_MAX_MS = 50;
+/** Room for a frame's address prefix, at most (a u8 length and up to MAX_ADDRESS_LENGTH characters). */
+const PREFIX_ROOM = 1 + MAX_ADDRESS_LENGTH;
 
 export class Inbound {
   readonly counters: InboundCounters = { delivered: 0, duplicates: 0, undeliverable: 0, tooLarge: 0, retries: 0 };
@@ -67,6 +70,8 @@ export class Inbound {
   /** Frames pending per source host id. */
   private readonly pendingByHost = new Map<number, number>();
   private timer: NodeJS.Timeout | null = null;
+  /** Targets whose lane this relay waits on for room (the consumer's wake calls retrySoon). */
+  private readonly waitingForRoom = new Set<string>();
   private retryMs = RETRY_MIN_MS;
   private closed = false;
 
@@ -149,6 +154,14 @@ export class Inbound {
     return -1;
   }
 
+  /** Retry at once (a full target's consumer made room). */
+  private retrySoon(): void {
+    if (this.closed || this.queues.size === 0) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.schedule(0);
+  }
+
   private schedule(ms: number): void {
     if (this.timer !== null || this.closed) return;
     this.retryMs = ms;
@@ -170,7 +183,19 @@ export class Inbound {
         if (result < 0) {
           head.unknown = !this.endpoint.hasTarget(head.frame.destination);
           // A full target waits up to the TTL; one that is not registered only for the (shorter) grace.
-          if (now - head.since < (head.unknown ? this.limits.unknownTargetMs : this.limits.ttlMs)) break;
+          if (now - head.since < (head.unknown ? this.limits.unknownTargetMs : this.limits.ttlMs)) {
+            // A full target: its consumer wakes us when it frees slots of our lane (no polling timer).
+            if (!head.unknown && !this.waitingForRoom.has(head.frame.destination)) {
+              const target = head.frame.destination;
+              this.waitingForRoom.add(target);
+              const armed = this.endpoint.waitForRoom(target, head.frame.payload.length + PREFIX_ROOM, RETRY_MAX_MS, () => {
+                this.waitingForRoom.delete(target);
+                this.retrySoon();
+              });
+              if (!armed) this.waitingForRoom.delete(target);
+            }
+            break;
+          }
           this.counters.undeliverable++;
           this.take(queue);
           head.ack(this.endpoint.hasTarget(head.frame.destination) ? ACK_EXPIRED : ACK_UNKNOWN_DESTINATION);
