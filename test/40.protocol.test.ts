@@ -54,6 +54,7 @@ import {
   type WireErrorCode,
 } from '../relay/protocol';
 import { isBusError } from '../src/errors';
+import { seededRandom } from './_helpers';
 
 // ---------------------------------------------------------------------------
 // Helpers.
@@ -144,18 +145,6 @@ function resize(msg: Buffer, bodyLength: number): Buffer {
 
 function u32(n: number): number[] {
   return [n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, n >>> 24];
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** One message of every type, in handshake order, then DATA, ACK, ERROR. */
@@ -350,7 +339,7 @@ stream('the same sequence fed one byte at a time, and in three random cuts', () 
   const bytes: Buffer[] = [];
   for (let i = 0; i < all.length; i++) bytes.push(all.subarray(i, i + 1));
   assert.equal(decodeChunks(bytes).map(plain), expected);
-  const rnd = prng(7);
+  const rnd = seededRandom(7);
   for (let round = 0; round < 200; round++) {
     const cuts = [0, ...[1, 2, 3].map(() => Math.floor(rnd() * (all.length + 1))).sort((a, b) => a - b), all.length];
     const chunks = cuts.slice(1).map((c, i) => all.subarray(cuts[i]!, c));
@@ -582,7 +571,7 @@ malformed('a fault in the second message is reported at its stream offset', () =
 });
 
 malformed('1000 random inputs give messages or a ProtocolError, never another exception', () => {
-  const rnd = prng(0x5eed);
+  const rnd = seededRandom(0x5eed);
   const byte = () => Math.floor(rnd() * 256);
   const outcomes = { messages: 0, protocolErrors: 0, incomplete: 0 };
   const valid = everyMessage();
@@ -691,7 +680,7 @@ writer('grows from a small buffer, keeping the frames already written', () => {
 
 writer('a finished message is never written again by later batches', () => {
   const w = new DataBatchWriter({ initialCapacity: 256 });
-  const rnd = prng(3);
+  const rnd = seededRandom(3);
   const kept: [Buffer, Buffer][] = [];
   for (let batch = 0; batch < 300; batch++) {
     const frames = 1 + Math.floor(rnd() * 5);
