@@ -14,12 +14,9 @@
  * A producer killed mid-write never published the frame: there is nothing to
  * reclaim and no timeout, and the next owner of the lane writes over the slot.
  *
- * Taking a lane (slow path, first send to an inbox): CAS the owner word
- * 0 -> -pid, write the start time, store pid. A lane whose owner is dead
- * (pid gone, or running with another start time) is taken the same way by CAS
- * from the dead owner's word; its published frames stay and are read first.
- * A live owner's lane is never taken, so no two producers ever write one lane.
- * The argument is written out in docs/LAYOUT.md §7.8.
+ * Taking a lane (slow path, first send to an inbox) is lane-owner.ts: a live
+ * owner's lane is never taken, so no two producers ever write one lane; a dead
+ * owner's lane is taken over with its published frames, which are read first.
  *
  * Doorbell: after the tail store the producer loads the inbox's parked word; if
  * the consumer is parked it CASes it 1 -> 0 and rings (see inbox.ts for the
@@ -27,30 +24,24 @@
  */
 import { BusError } from './errors';
 import { heavyBarrier, LIGHT_FENCES } from './barrier';
+import { claimLane, setLaneAside, type LaneOwner } from './lane-owner';
 import { addSharedU64, OFFER_FULL, OFFER_OK, OFFER_OK_RING, type OfferResult, type ProducerStamp } from './frame';
 import {
   FRAME_FLAG_CONTINUATION,
   INBOX_CAPACITY_OFFSET,
   INBOX_LANE_COUNT_OFFSET,
-  INBOX_LANE_REFUSED_OFFSET,
-  INBOX_LANE_REUSES_OFFSET,
-  INBOX_LANE_TAKES_OFFSET,
-  INBOX_LANES_IN_USE_OFFSET,
   INBOX_MAX_MESSAGE_OFFSET,
   INBOX_PARKED_OFFSET,
   INBOX_REFUSED_FULL_OFFSET,
   INBOX_SLOT_SIZE_OFFSET,
   INBOX_WAKEUPS_OFFSET,
   LANE_HEAD_OFFSET,
-  LANE_OWNER_FLAG_RELAY,
   LANE_OWNER_FLAGS_OFFSET,
   LANE_OWNER_OFFSET,
-  LANE_OWNER_START_TIME_OFFSET,
   LANE_SPACE_WANTED_OFFSET,
   LANE_STATE_CORRUPT,
   LANE_STATE_OFFSET,
   LANE_TAIL_OFFSET,
-  MAX_PID,
   SLOT_DESTINATION_INDEX_OFFSET,
   SLOT_FLAGS_OFFSET,
   SLOT_HEADER_LENGTH,
@@ -67,39 +58,7 @@ import {
 const WORD = 4;
 const PARKED = INBOX_PARKED_OFFSET / WORD;
 
-/** Is (pid, start time) still a running process? startTime 0: the pid alone decides. */
-export type LivenessCheck = (pid: number, startTime: number) => boolean;
-
-/** Who is taking a lane. */
-export interface LaneOwner {
-  readonly pid: number;
-  readonly startTime: number;
-  readonly isAlive: LivenessCheck;
-  /** The namespace's relay: its lanes are flagged, and after its death only a relay takes them over. */
-  readonly relay?: boolean;
-}
-
-/** A lane's owner word, decoded (racy observer). */
-export interface LaneOwnerInfo {
-  /** 'free', 'owned', 'taking' (between the CAS and the start-time store) or 'corrupt' (a word no producer writes). */
-  readonly state: 'free' | 'owned' | 'taking' | 'corrupt';
-  readonly pid: number;
-  readonly startTime: number;
-  /** Held (or left, if its owner died) by the namespace's relay. */
-  readonly relay: boolean;
-}
-
-/** Decode lane `lane`'s owner word. */
-export function readLaneOwner(i32: Int32Array, u32: Uint32Array, lane: number): LaneOwnerInfo {
-  const base = laneOffset(lane) / WORD;
-  const owner = Atomics.load(i32, base + LANE_OWNER_OFFSET / WORD);
-  const startTime = Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD);
-  const relay = (Atomics.load(u32, base + LANE_OWNER_FLAGS_OFFSET / WORD) & LANE_OWNER_FLAG_RELAY) !== 0;
-  if (owner === 0) return { state: 'free', pid: 0, startTime: 0, relay: false };
-  if (owner > MAX_PID || owner < -MAX_PID) return { state: 'corrupt', pid: owner, startTime, relay };
-  if (owner < 0) return { state: 'taking', pid: -owner, startTime: 0, relay: false };
-  return { state: 'owned', pid: owner, startTime, relay };
-}
+export { readLaneOwner, type LaneOwner, type LaneOwnerInfo, type LivenessCheck } from './lane-owner';
 
 export class LaneProducer {
   readonly lane: number;
@@ -164,71 +123,11 @@ export class LaneProducer {
    * ERR_SHMBUS_CORRUPT_SEGMENT if the lane taken holds impossible positions.
    */
   static take(buffer: ArrayBuffer, owner: LaneOwner): LaneProducer {
-    const i32 = new Int32Array(buffer);
-    const u32 = new Uint32Array(buffer);
-    const laneCount = u32[INBOX_LANE_COUNT_OFFSET / WORD]!;
-    const me = owner.pid;
-    if (owner.relay === true) {
-      // A relay takes its dead predecessor's lane back first: its published position settled the
-      // predecessor's open intent, and a lane left flagged would otherwise stay reserved.
-      for (let lane = 0; lane < laneCount; lane++) {
-        if (laneCorrupt(u32, lane)) continue;
-        const info = readLaneOwner(i32, u32, lane);
-        if (info.state !== 'owned' || !info.relay || info.pid === me || owner.isAlive(info.pid, info.startTime)) continue;
-        const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
-        if (Atomics.compareExchange(i32, word, info.pid, -me) === info.pid) return LaneProducer.finishTake(buffer, lane, owner, true);
-      }
-    }
-    // Free lanes first (no liveness checks: the common case costs one CAS).
-    for (let lane = 0; lane < laneCount; lane++) {
-      const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
-      if (laneCorrupt(u32, lane)) continue;
-      // SYNC POINT: lane owner (CAS 0 -> -pid).
-      if (Atomics.load(i32, word) === 0 && Atomics.compareExchange(i32, word, 0, -me) === 0) return LaneProducer.finishTake(buffer, lane, owner, false);
-    }
-    // Then lanes whose owner has died.
-    for (let lane = 0; lane < laneCount; lane++) {
-      if (laneCorrupt(u32, lane)) continue;
-      const word = (laneOffset(lane) + LANE_OWNER_OFFSET) / WORD;
-      const info = readLaneOwner(i32, u32, lane);
-      let dead: boolean;
-      if (info.state === 'free') dead = true;
-      else if (info.state === 'owned' && info.relay && owner.relay !== true) dead = false; // a relay's lane waits for a relay
-      else if (info.state === 'owned') dead = info.pid !== me && !owner.isAlive(info.pid, info.startTime);
-      else if (info.state === 'taking') dead = info.pid !== me && !owner.isAlive(info.pid, 0);
-      else {
-        // An owner word no producer writes: set the lane aside (the consumer counts it, stat shows it).
-        Atomics.store(u32, (laneOffset(lane) + LANE_STATE_OFFSET) / WORD, LANE_STATE_CORRUPT);
-        continue;
-      }
-      if (!dead) continue;
-      const expected = info.state === 'free' ? 0 : info.state === 'owned' ? info.pid : -info.pid;
-      if (Atomics.compareExchange(i32, word, expected, -me) === expected) return LaneProducer.finishTake(buffer, lane, owner, info.state !== 'free');
-    }
-    addSharedU64(u32, INBOX_LANE_REFUSED_OFFSET);
-    throw new BusError('ERR_SHMBUS_NO_LANE', `every one of the ${laneCount} lanes of this inbox is held by a live producer (open the destination with more lanes)`);
-  }
-
-  private static finishTake(buffer: ArrayBuffer, lane: number, owner: LaneOwner, reused: boolean): LaneProducer {
-    const i32 = new Int32Array(buffer);
-    const u32 = new Uint32Array(buffer);
-    const base = laneOffset(lane) / WORD;
-    Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD, owner.startTime >>> 0);
-    Atomics.store(u32, base + LANE_OWNER_START_TIME_OFFSET / WORD + 1, Math.floor(owner.startTime / 0x1_0000_0000));
-    Atomics.store(u32, base + LANE_OWNER_FLAGS_OFFSET / WORD, owner.relay === true ? LANE_OWNER_FLAG_RELAY : 0);
-    // SYNC POINT: lane owner (the start time and flags are visible before the pid).
-    Atomics.store(i32, base + LANE_OWNER_OFFSET / WORD, owner.pid);
-    // SYNC POINT: lanes in use (before the first publish, so a parking consumer that misses it is seen parked by that publish).
-    for (;;) {
-      const inUse = Atomics.load(u32, INBOX_LANES_IN_USE_OFFSET / WORD);
-      if (inUse >= lane + 1 || Atomics.compareExchange(u32, INBOX_LANES_IN_USE_OFFSET / WORD, inUse, lane + 1) === inUse) break;
-    }
-    addSharedU64(u32, INBOX_LANE_TAKES_OFFSET);
-    if (reused) addSharedU64(u32, INBOX_LANE_REUSES_OFFSET);
+    const lane = claimLane(buffer, owner);
     const producer = new LaneProducer(buffer, lane, owner.pid);
     if (((producer.tail - producer.cachedHead) >>> 0) > producer.capacity) {
       // Set it aside (the consumer counts it at its next visit) so that no one takes it again.
-      Atomics.store(u32, base + LANE_STATE_OFFSET / WORD, LANE_STATE_CORRUPT);
+      setLaneAside(producer.u32, lane);
       producer.release();
       throw corruptLane(lane, producer.tail, producer.cachedHead);
     }
@@ -471,10 +370,6 @@ export class LaneProducer {
   get headByteOffset(): number {
     return this.headWord * WORD;
   }
-}
-
-function laneCorrupt(u32: Uint32Array, lane: number): boolean {
-  return Atomics.load(u32, (laneOffset(lane) + LANE_STATE_OFFSET) / WORD) === LANE_STATE_CORRUPT;
 }
 
 function corruptLane(lane: number, tail: number, head: number): BusError {
