@@ -256,19 +256,24 @@ export class LaneProducer {
     addSharedU64(this.u32, INBOX_REFUSED_FULL_OFFSET, n);
   }
 
-  private writeSlot(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number): void {
-    const base = this.slotBase(position);
+  /** Write one slot header (the consumer mark is reset to 0 with it). */
+  private writeHeader(base: number, flags: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, length: number, messageLength: number): void {
     const u32 = this.u32;
-    const bytes = this.bytes;
-    let at = base * WORD + SLOT_HEADER_LENGTH;
     u32[base + SLOT_LENGTH_OFFSET / WORD] = length;
-    u32[base + SLOT_FLAGS_OFFSET / WORD] = (stamp.flags & 0xffff) | (stamp.sourceHost << 16);
+    u32[base + SLOT_FLAGS_OFFSET / WORD] = (flags & 0xffff) | (stamp.sourceHost << 16);
     u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
     u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
     u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
     u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
-    u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = length;
+    u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = messageLength;
     u32[base + SLOT_MARK_OFFSET / WORD] = 0;
+  }
+
+  private writeSlot(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number): void {
+    const base = this.slotBase(position);
+    const bytes = this.bytes;
+    let at = base * WORD + SLOT_HEADER_LENGTH;
+    this.writeHeader(base, stamp.flags, stamp, destinationIndex, sequence, length, length);
     if (prefix !== undefined) {
       bytes.set(prefix, at);
       at += prefix.length;
@@ -287,7 +292,6 @@ export class LaneProducer {
    * Each slot but the last holds maxPayload bytes of the stream.
    */
   private writeMessage(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number, slots: number): void {
-    const u32 = this.u32;
     const bytes = this.bytes;
     const max = this.maxPayload;
     const prefixLength = prefix === undefined ? 0 : prefix.length;
@@ -295,14 +299,7 @@ export class LaneProducer {
       const base = this.slotBase((this.tail + k) >>> 0);
       const from = k * max; // offset of this slot's first byte in the stream
       const here = k === slots - 1 ? length - from : max;
-      u32[base + SLOT_LENGTH_OFFSET / WORD] = here;
-      u32[base + SLOT_FLAGS_OFFSET / WORD] = ((stamp.flags | (k === 0 ? 0 : FRAME_FLAG_CONTINUATION)) & 0xffff) | (stamp.sourceHost << 16);
-      u32[base + SLOT_SOURCE_INDEX_OFFSET / WORD] = stamp.sourceIndex;
-      u32[base + SLOT_SOURCE_GENERATION_OFFSET / WORD] = stamp.sourceGeneration;
-      u32[base + SLOT_DESTINATION_INDEX_OFFSET / WORD] = destinationIndex;
-      u32[base + SLOT_SEQUENCE_OFFSET / WORD] = sequence;
-      u32[base + SLOT_MESSAGE_LENGTH_OFFSET / WORD] = length;
-      u32[base + SLOT_MARK_OFFSET / WORD] = 0;
+      this.writeHeader(base, k === 0 ? stamp.flags : stamp.flags | FRAME_FLAG_CONTINUATION, stamp, destinationIndex, sequence, here, length);
       const at = base * WORD + SLOT_HEADER_LENGTH;
       // The part of the prefix in this slot, then the part of the payload.
       let written = 0;
