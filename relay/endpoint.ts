@@ -31,7 +31,7 @@ import {
   NOTICE_UNDELIVERABLE,
   RELAY_ENDPOINT_NAME,
 } from '../src/layout';
-import { openInbox } from '../src/bus';
+import { openInbox } from '../src/inbox-file';
 import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/options';
 import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/frame';
 import { ScanningConsumer } from '../src/scan';

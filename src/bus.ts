@@ -7,43 +7,23 @@
  * park on a futex doorbell when the inbox is empty.
  */
 import { EventEmitter } from 'node:events';
-import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BusError } from './errors';
 import { Directory, type EntryInfo } from './directory';
 import { FutexSleeper, udpDoorbellErrors, wakeAll } from './doorbell';
-import { addU64, FrameView, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './frame';
+import { FrameView, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './frame';
 import { InboxConsumer } from './inbox';
-import {
-  DOORBELL_FUTEX,
-  FRAME_FLAG_NOTICE,
-  FRAME_FLAG_OUTBOUND,
-  MAX_ADDRESS_LENGTH,
-  NOTICE_ADDRESS_OFFSET,
-  NOTICE_KIND_OFFSET,
-  NOTICE_REASON_EXPIRED,
-  NOTICE_REASON_TOO_LARGE,
-  NOTICE_REASON_UNKNOWN_DESTINATION,
-  NOTICE_REASON_UNKNOWN_HOST,
-  NOTICE_REASON_OFFSET,
-  NOTICE_SEQUENCE_OFFSET,
-  NOTICE_UNDELIVERABLE,
-  RELAY_ENDPOINT_NAME,
-  INBOX_DISCARDED_OFFSET,
-  INBOX_HEADER_LENGTH,
-  NO_INDEX,
-  SEGMENT_KIND_INBOX,
-  inboxFileName,
-  inboxSegmentLength,
-} from './layout';
+import { DOORBELL_FUTEX, FRAME_FLAG_OUTBOUND, NO_INDEX, RELAY_ENDPOINT_NAME } from './layout';
 import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
 import { encodeAddressPrefix } from './frame';
 import { Routes } from './routes';
-import { Segment, unlinkQuiet } from './segment';
+import type { Segment } from './segment';
+import { openInbox } from './inbox-file';
 import { Sender, type Origin, type Payload, type SendAsyncOptions } from './sender';
 
 export type { Payload, SendAsyncOptions } from './sender';
 export { Sender } from './sender';
+export { parseNotice, NOTICE_REASONS, type Notice } from './notice';
 
 /** A received frame that owns its payload (a copy taken from the slot). */
 export interface Frame {
@@ -454,83 +434,4 @@ export class Bus extends EventEmitter {
     }
     return { unread };
   }
-}
-
-/** Reasons in an undeliverable notice (the relay's ACK status codes, docs/PROTOCOL.md). */
-export const NOTICE_REASONS: Readonly<Record<number, string>> = Object.freeze({
-  [NOTICE_REASON_UNKNOWN_DESTINATION]: 'UNKNOWN_DESTINATION',
-  [NOTICE_REASON_EXPIRED]: 'EXPIRED',
-  [NOTICE_REASON_TOO_LARGE]: 'TOO_LARGE',
-  [NOTICE_REASON_UNKNOWN_HOST]: 'UNKNOWN_HOST',
-});
-
-/** What a relay notice frame says. */
-export interface Notice {
-  readonly kind: 'undeliverable';
-  /** Why: UNKNOWN_DESTINATION, EXPIRED (target stayed full past the TTL), TOO_LARGE, UNKNOWN_HOST. */
-  readonly reason: string;
-  /** Per-source sequence number of the frame that was not delivered. */
-  readonly sequence: number;
-  /** The address it was sent to (`name@host`). */
-  readonly destination: string;
-}
-
-/** Decode a notice frame (flag FRAME_FLAG_NOTICE); null for any other frame or a malformed notice. */
-export function parseNotice(frame: Frame): Notice | null {
-  if ((frame.flags & FRAME_FLAG_NOTICE) === 0) return null;
-  const p = frame.payload;
-  if (p.length < NOTICE_ADDRESS_OFFSET + 2 || p[NOTICE_KIND_OFFSET] !== NOTICE_UNDELIVERABLE) return null;
-  const n = p[NOTICE_ADDRESS_OFFSET]!;
-  if (n === 0 || n > MAX_ADDRESS_LENGTH || NOTICE_ADDRESS_OFFSET + 1 + n > p.length) return null;
-  const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
-  return {
-    kind: 'undeliverable',
-    reason: NOTICE_REASONS[p[NOTICE_REASON_OFFSET]!] ?? `REASON_${p[NOTICE_REASON_OFFSET]}`,
-    sequence: view.getUint32(NOTICE_SEQUENCE_OFFSET, true),
-    destination: String.fromCharCode(...p.subarray(NOTICE_ADDRESS_OFFSET + 1, NOTICE_ADDRESS_OFFSET + 1 + n)),
-  };
-}
-
-/** The geometry of an inbox, as options give it. */
-export interface InboxGeometry {
-  readonly slotSize: number;
-  /** Slots per lane. */
-  readonly capacity: number;
-  readonly lanes: number;
-  readonly maxMessageSize: number;
-}
-
-/**
- * Create the inbox of an endpoint being registered, or take over the inbox a
- * dead owner left (runs under the directory lock). A predecessor's inbox of the
- * same geometry is kept, frames, lanes and all; one of another geometry is
- * replaced and its unread frames are counted as discarded in the new inbox.
- */
-export function openInbox(options: Pick<ResolvedBusOptions, 'dir' | 'namespace' | 'name' | 'mode'> & InboxGeometry): Segment {
-  const path = join(options.dir, inboxFileName(options.namespace, options.name));
-  const length = inboxSegmentLength(options.slotSize, options.capacity, options.lanes);
-  const create = (discarded: number) =>
-    Segment.create(path, SEGMENT_KIND_INBOX, length, options.mode, INBOX_HEADER_LENGTH, (buffer) => {
-      InboxConsumer.format(buffer, options.slotSize, options.capacity, options.lanes, options.maxMessageSize);
-      addU64(new Uint32Array(buffer), INBOX_DISCARDED_OFFSET, discarded);
-    });
-  let previous: Segment;
-  try {
-    previous = Segment.attach(path, SEGMENT_KIND_INBOX, 0);
-  } catch (err) {
-    const code = (err as { errno?: string; code?: string }).errno;
-    if (code === 'ENOENT') return create(0);
-    // A corrupt, foreign or other-version leftover under our name (we hold the directory lock, and no live owner claims it).
-    unlinkQuiet(path);
-    return create(0);
-  }
-  const inbox = new InboxConsumer(previous.buffer);
-  if (inbox.slotSize === options.slotSize && inbox.capacity === options.capacity && inbox.laneCount === options.lanes && inbox.maxMessage === options.maxMessageSize) {
-    inbox.unpark();
-    return previous;
-  }
-  const unread = inbox.depth();
-  previous.unmap();
-  unlinkQuiet(path);
-  return create(unread);
 }

@@ -13,24 +13,14 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Bus, type BusOptions } from '../src/index';
+import { Bus } from '../src/index';
 import { gc, inspectNamespace } from '../src/stat';
-import { cleanupAll, deadline, filesIn, registerCleanup, shmDir, spawnChild, uniqueNamespace, until, type Child } from './_helpers';
+import { busContext, cleanupAll, deadline, filesIn, spawnChild, until, type Child } from './_helpers';
 import { FrameChecker, drainUntil, endpointReport, parseDoneLine, parseLaneLine, processState } from './_helpers/child';
 
 const FRAMES = Number(process.env.SHMBUS_STRESS_FRAMES ?? 250_000);
 
-/** A fresh folder and namespace, and a Bus opened in this process that is closed even if the test fails. */
-function context() {
-  const dir = shmDir();
-  const ns = uniqueNamespace();
-  const open = (name: string, extra: Partial<BusOptions> = {}): Bus => {
-    const bus = Bus.openSync({ name, namespace: ns, dir, ...extra });
-    registerCleanup(() => bus.closeSync());
-    return bus;
-  };
-  return { dir, ns, open };
-}
+const context = busContext;
 
 /**
  * Stop `child`, read the published position of its lane (only its owner

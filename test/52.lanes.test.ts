@@ -12,26 +12,16 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Bus, type BusOptions } from '../src/index';
 import { LANE_OWNER_OFFSET, LANE_OWNER_START_TIME_OFFSET, SEGMENT_KIND_INBOX, inboxFileName, laneOffset } from '../src/layout';
 import { Segment, processStartTime } from '../src/segment';
-import { cleanupAll, registerCleanup, shmDir, spawnChild, uniqueNamespace, until } from './_helpers';
+import { busContext, cleanupAll, registerCleanup, spawnChild, until } from './_helpers';
 import { CHILD_SCRIPT, FrameChecker, drainUntil, endpointReport, parseDoneLine, parseLaneLine, processState } from './_helpers/child';
 
 const WORD = 4;
 const K = Number(process.env.SHMBUS_LANES_FRAMES ?? 10_000);
 const PRODUCERS = 64;
 
-function context() {
-  const dir = shmDir();
-  const ns = uniqueNamespace();
-  const open = (name: string, extra: Partial<BusOptions> = {}): Bus => {
-    const bus = Bus.openSync({ name, namespace: ns, dir, ...extra });
-    registerCleanup(() => bus.closeSync());
-    return bus;
-  };
-  return { dir, ns, open };
-}
+const context = busContext;
 
 const many = suite('lanes: many producers');
 many.after.each(cleanupAll);

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Frame } from '../../src/index';
+import { Bus, type BusOptions, type Frame } from '../../src/index';
 
 const dirs = new Set<string>();
 const children = new Set<ChildProcess>();
@@ -143,6 +143,18 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
   };
+}
+
+/** A fresh folder and namespace, and `open` for Buses in this process that are closed even if the test fails. */
+export function busContext(): { dir: string; ns: string; open: (name: string, extra?: Partial<BusOptions>) => Bus } {
+  const dir = shmDir();
+  const ns = uniqueNamespace();
+  const open = (name: string, extra: Partial<BusOptions> = {}): Bus => {
+    const bus = Bus.openSync({ name, namespace: ns, dir, ...extra });
+    registerCleanup(() => bus.closeSync());
+    return bus;
+  };
+  return { dir, ns, open };
 }
 
 export function registerCleanup(fn: () => void): void {
