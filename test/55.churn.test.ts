@@ -129,6 +129,14 @@ churn(`for ${SECONDS} s, through ${LANES} lanes, ${ALIVE} producers at a time: e
     if (n === 0) await sleep(1);
     else await yieldToLoop();
   };
+  const printed = (h: Producer, prefix: string) => h.child.lines.some((l) => l.startsWith(prefix));
+  // First every lane is held by a live producer, so the next one surely waits for a lane (on a busy
+  // machine the churn alone may never have more than LANES producers sending at the same instant).
+  const first = Array.from({ length: LANES }, () => spawnProducer({ count: 100, hold: true }));
+  await drainUntil(sink, checker, () => first.every((h) => printed(h, 'done ')), 30_000, 'the first producers holding every lane');
+  spawnProducer();
+  await until(() => sink.stats().laneRefused > 0, 30_000, 'a producer refused a lane while every lane was held');
+  for (const h of first) h.child.process.kill('SIGTERM');
   const end = Date.now() + SECONDS * 1000;
   while (Date.now() < end) {
     while (running().length < ALIVE) spawnProducer();
@@ -154,7 +162,6 @@ churn(`for ${SECONDS} s, through ${LANES} lanes, ${ALIVE} producers at a time: e
     assert.ok(lane.owner.state === 'free' || processState(lane.owner.pid) === '?', `lane ${lane.lane}: ${JSON.stringify(lane.owner)}`);
   }
   const holders = Array.from({ length: LANES }, () => spawnProducer({ count: 100, hold: true }));
-  const printed = (h: Producer, prefix: string) => h.child.lines.some((l) => l.startsWith(prefix));
   await drainUntil(sink, checker, () => holders.every((h) => printed(h, 'done ')), 30_000, 'the last producers holding every lane').catch((err: Error) => {
     throw new Error(`${err.message}; lanes ${JSON.stringify(endpointReport(dir, ns, 'sink').lanesInUse)}`);
   });
