@@ -23,7 +23,7 @@ export type Host = (typeof HOSTS)[number];
 export interface ClusterOptions {
   /** Namespaces are `${prefix}-alpha` and `${prefix}-beta`; the temp folder starts with `shmbus-${prefix}-`. */
   prefix: string;
-  /** `limits` of the config (fields of src/config.ts LIMIT_RANGES). */
+  /** `limits` of the config (fields of relay/config.ts LIMIT_RANGES). */
   limits: Record<string, number>;
   /** `node` + args to run relay/cli (compiled or through tsx). */
   command: string;
@@ -35,6 +35,8 @@ export interface ClusterOptions {
   untrack(proc: ChildProcess): void;
   /** Segment folder (default /dev/shm). */
   dir?: string;
+  /** Slots per lane of each relay's outbound inbox (default: the relay's default). */
+  inboxCapacity?: number;
 }
 
 export interface MemorySample {
@@ -249,7 +251,7 @@ export class BenchCluster {
     const config = {
       secret: { file: './cluster.secret' },
       limits: this.options.limits,
-      hosts: Object.fromEntries(HOSTS.map((h) => [h, { relay: `127.0.0.1:${ports[h]}`, namespace: this.ns(h), dir: this.dir, metrics: '127.0.0.1:0' }])),
+      hosts: Object.fromEntries(HOSTS.map((h) => [h, { relay: `127.0.0.1:${ports[h]}`, namespace: this.ns(h), dir: this.dir, metrics: '127.0.0.1:0', ...(this.options.inboxCapacity === undefined ? {} : { inboxCapacity: this.options.inboxCapacity }) }])),
     };
     const configPath = join(this.folder, 'cluster.json');
     writeFileSync(configPath, `${JSON.stringify(config, null, 2)}\n`);

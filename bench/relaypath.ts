@@ -22,13 +22,14 @@ export function clusterPrefix(what: string): string {
   return `${RUN_ID}-c${++clusterCounter}${what}`;
 }
 
-export async function startCluster(settings: Settings, prefix: string, limits: Record<string, number>): Promise<BenchCluster> {
+export async function startCluster(settings: Settings, prefix: string, limits: Record<string, number>, inboxCapacity?: number): Promise<BenchCluster> {
   const cluster = new BenchCluster({
     prefix,
     limits,
     command: process.execPath,
     args: [...process.execArgv, RELAY_CLI],
     cpus: isPinned() ? { alpha: settings.cpuSend, beta: settings.cpuRecv } : null,
+    ...(inboxCapacity === undefined ? {} : { inboxCapacity }),
     track: (proc) => live.add(proc),
     untrack: (proc) => live.delete(proc),
   });
@@ -61,7 +62,7 @@ export async function relayCluster(settings: Settings, batchFrames: number): Pro
     const problem = await stopCluster(existing);
     relayProblems.push(`cluster batchFrames ${batchFrames} restarted${problem ? `: ${problem}` : ''}`);
   }
-  const cluster = await startCluster(settings, clusterPrefix(`b${batchFrames}`), relayLimits(batchFrames));
+  const cluster = await startCluster(settings, clusterPrefix(`b${batchFrames}`), relayLimits(batchFrames), CAPACITY);
   roundClusters.set(batchFrames, cluster);
   // Warm up the relays (JIT, connections both ways), unmeasured.
   for (const size of SIZES) {

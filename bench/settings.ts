@@ -241,7 +241,11 @@ export function measuredArgs(settings: Settings, size: number, rtt: boolean): Ro
  * message (one socket.write), compared with the direct TCP rows at the same
  * frames per write. Connections are kept (idleTimeoutMs) across the round.
  */
-export const relayLimits = (batchFrames: number): Record<string, number> => ({ batchFrames, idleTimeoutMs: 3_600_000 });
+export const relayLimits = (batchFrames: number): Record<string, number> => ({
+  batchFrames,
+  idleTimeoutMs: 3_600_000,
+  ...(process.env.BENCH_RELAY_SPIN_US === undefined ? {} : { idleSpinUs: Number(process.env.BENCH_RELAY_SPIN_US) }),
+});
 
 /** The backlog row: its id, payload size, the receiver's inbox, and its time bound. */
 export const BACKLOG_ID = 'relay:backlog:64';

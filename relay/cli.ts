@@ -12,9 +12,11 @@
  * Logs: one JSON object per line on stdout, one per lifecycle event (start,
  * peer up/down, refusals, undeliverable frames, stop) — never one per frame.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig, ConfigError, describeConfigError } from '../src/config';
-import { isBusError } from '../src/errors';
+import { loadConfig, ConfigError, describeConfigError } from './config';
+import { isBusError } from '../src/internal';
 import { TransitServer } from './server';
 
 export const EXIT_OK = 0;
@@ -23,7 +25,19 @@ export const EXIT_UNAVAILABLE = 69;
 export const EXIT_SOFTWARE = 70;
 export const EXIT_CONFIG = 78;
 
-const USAGE = 'usage: transit-server --config <cluster.json> --host <name> [--drain-timeout-ms <ms>]';
+const USAGE = 'usage: transit-server --config <cluster.json> --host <name> [--drain-timeout-ms <ms>] | --version';
+
+/** This package's version: package.json at its root, one folder up from relay/, two from dist/relay/. */
+function packageVersion(): string {
+  for (const root of [join(__dirname, '..'), join(__dirname, '..', '..')]) {
+    try {
+      return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      // Not this one.
+    }
+  }
+  return 'unknown';
+}
 
 function log(event: string, fields: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
@@ -34,7 +48,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     ({ values } = parseArgs({
       args: argv,
-      options: { config: { type: 'string' }, host: { type: 'string' }, 'drain-timeout-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { config: { type: 'string' }, host: { type: 'string' }, 'drain-timeout-ms': { type: 'string' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } },
     }));
   } catch (err) {
     process.stderr.write(`transit-server: ${(err as Error).message}\n${USAGE}\n`);
@@ -42,6 +56,10 @@ async function main(argv: string[]): Promise<number> {
   }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);
+    return EXIT_OK;
+  }
+  if (values.version) {
+    process.stdout.write(`${packageVersion()}\n`);
     return EXIT_OK;
   }
   if (values.config === undefined || values.host === undefined) {

@@ -2,10 +2,11 @@
  * One TCP (or TLS) connection between two relays: framing, decoding, writes
  * with back-pressure, activity and byte counters, and a clean way to refuse
  * (an ERROR message, then close). The handshake and what messages mean belong
- * to the caller (pool.ts for connections we open, server.ts for ones we accept).
+ * to the caller (pool.ts for connections we open, inbound.ts for ones we accept).
  */
 import type { Socket } from 'node:net';
-import { HANDSHAKE_MAX_MESSAGE_BYTES, MessageDecoder, ProtocolError, encodeAck, encodeError, type AckEntry, type AckStatus, type Message } from './protocol';
+import { HANDSHAKE_MAX_MESSAGE_BYTES, ProtocolError, encodeError, type Message } from './codec';
+import { MessageDecoder } from './stream-decoder';
 
 let nextId = 1;
 
@@ -18,6 +19,8 @@ export interface ConnectionEvents {
   closed(conn: Connection, error: Error | null): void;
   /** Writes may continue after back-pressure. */
   drained?(conn: Connection): void;
+  /** Every message of a chunk read from the socket has been handled. */
+  chunkDone?(conn: Connection): void;
 }
 
 export class Connection {
@@ -35,8 +38,6 @@ export class Connection {
   /** Set when the peer's bytes could not be decoded (a ProtocolError from the decoder). */
   malformed = false;
   private readonly decoder: MessageDecoder;
-  private acks: AckEntry[] = [];
-  private ackFlushScheduled = false;
   private closeError: Error | null = null;
   private readonly maxMessageBytes: number;
 
@@ -80,6 +81,7 @@ export class Connection {
         return;
       }
     }
+    this.events.chunkDone?.(this);
   }
 
   /** The peer sent bytes that are malformed or not allowed: refuse it (counted by the owner through `malformed`). */
@@ -115,9 +117,10 @@ export class Connection {
   }
 
   /** The handshake completed: accept messages up to the configured limit. */
-  authenticated(): void {
+  authenticated(maxFramesPerBatch?: number): void {
     this.state = 'ready';
     this.decoder.setMaxMessageBytes(this.maxMessageBytes);
+    if (maxFramesPerBatch !== undefined) this.decoder.setMaxFramesPerBatch(maxFramesPerBatch);
   }
 
   get isClosed(): boolean {
@@ -127,27 +130,6 @@ export class Connection {
   /** True while writes are buffered beyond the socket's high-water mark. */
   get congested(): boolean {
     return this.socket.writableNeedDrain;
-  }
-
-  /** Queue an ACK entry; all entries queued in one turn of the event loop go out as one ACK message. */
-  queueAck(frameId: number, status: number): boolean {
-    if (this.state === 'closed') return false;
-    this.acks.push({ frameId: frameId >>> 0, status: status as AckStatus });
-    if (!this.ackFlushScheduled) {
-      this.ackFlushScheduled = true;
-      setImmediate(() => this.flushAcks());
-    }
-    return true;
-  }
-
-  /** Send the queued ACK entries now. Returns how many went out. */
-  flushAcks(): number {
-    this.ackFlushScheduled = false;
-    const entries = this.acks;
-    if (entries.length === 0 || this.state === 'closed') return 0;
-    this.acks = [];
-    for (let i = 0; i < entries.length; i += 65535) this.send(encodeAck(entries.slice(i, i + 65535)));
-    return entries.length;
   }
 
   /** Refuse the peer: send ERROR `code` and close. */

@@ -9,21 +9,23 @@
  * the highest sequence delivered is all that needs remembering. The table is
  * written by its relay only (single writer).
  *
- * Exact across a SIGKILL at any instruction: before a frame is published into
- * the target inbox the relay records a delivery intent (entry, sequence,
- * target, its lane there and the lane's tail once published); then it
- * publishes (one store: the commit point), updates the entry, and closes the
- * intent. A successor finds at most one intent open and settles it from the
- * lane's published position, which nobody has moved since (a relay's lane is
- * taken over by a relay only): published => the entry is updated; not => the
- * frame was never delivered. docs/LAYOUT.md §7.18 has the argument.
+ * Exact across a SIGKILL at any instruction: before a batch of frames (a run
+ * of one stream, written into the relay's lane of the target inbox) is
+ * published, the relay records a delivery intent (entry, the batch's last
+ * sequence, target, its lane there and the lane's tail once published); then
+ * it publishes the whole batch (one store: the commit point), updates the
+ * entry to the batch's last sequence, and closes the intent. A successor finds
+ * at most one intent open and settles it from the lane's published position,
+ * which nobody has moved since (a relay's lane is taken over by a relay only):
+ * published => the entry records the batch; not => no frame of the batch was
+ * delivered. docs/LAYOUT.md §7.18 has the argument.
  *
  * Layout (segment kind 3, file `shmbus.<namespace>.@relay.dedup`): the common
  * header, u32 entry count at 40, the delivery intent at 64, entries of 32 bytes from offset 128 — see
  * docs/LAYOUT.md.
  */
 import { join } from 'node:path';
-import { isBusError } from '../src/errors';
+import { isBusError } from '../src/internal';
 import {
   DEDUP_DESTINATION_HASH_OFFSET,
   DEDUP_ENTRY_COUNT_OFFSET,
@@ -48,8 +50,8 @@ import {
   SEGMENT_KIND_DEDUP,
   dedupFileName,
   dedupSegmentLength,
-} from '../src/layout';
-import { Segment, unlinkQuiet } from '../src/segment';
+} from '../src/internal';
+import { Segment, unlinkQuiet } from '../src/internal';
 
 const WORD = 4;
 const MAX_PROBE = 32;
@@ -66,7 +68,7 @@ function fingerprint(text: string): [number, number] {
   return [a >>> 0, b >>> 0];
 }
 
-/** A delivery recorded before its publish (see the file comment). */
+/** A delivery recorded before its publish (see the file comment): `sequence` is the last frame of the batch. */
 export interface DeliveryIntent {
   readonly entry: number;
   readonly sequence: number;
@@ -74,9 +76,9 @@ export interface DeliveryIntent {
   readonly targetGeneration: number;
   readonly targetEpoch: number;
   readonly lane: number;
-  /** The lane's tail once the frame is published. */
+  /** The lane's tail once the batch is published. */
   readonly tail: number;
-  /** The frame's slots: before its publish the tail was `tail - slots`. */
+  /** The batch's slots: before its publish the tail was `tail - slots`. */
   readonly slots: number;
 }
 
@@ -92,8 +94,8 @@ export class DedupTable {
   private readonly u32: Uint32Array;
   /** Table slot by fingerprint key (what survives a restart). */
   private readonly index = new Map<string, number>();
-  /** Table slot by the caller's stream key (a cache in front of `index`, no fingerprint per frame). */
-  private readonly streams = new Map<string, number>();
+  /** Bumped by every eviction: a slot kept by a caller is still its key's while this is unchanged. */
+  epoch = 0;
   /** Seconds since this process started (+1), refreshed by a timer rather than read per frame. */
   private nowSec = 1;
   private readonly clock: NodeJS.Timeout;
@@ -153,22 +155,25 @@ export class DedupTable {
   }
 
   /**
-   * Was frame `sequence` of this (source, destination) already delivered?
-   * `stream` is the caller's key for the pair (any string naming exactly that
-   * source host, index, generation and destination). Returns the table slot to
-   * pass to {@link delivered}, or -1 if it is a duplicate.
+   * The table slot of (source host, index, generation, destination), made if
+   * new (its last sequence set just before `firstSequence`, so that frame is
+   * delivered). A slot stays this key's until an eviction: callers that keep
+   * it also keep {@link epoch} and look again when it has changed.
    */
-  check(stream: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string, sequence: number): number {
-    let slot = this.streams.get(stream);
-    if (slot === undefined) {
-      const fp = fingerprint(destination);
-      const key = DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fp);
-      slot = this.index.get(key) ?? this.insert(key, sourceHost, sourceIndex, sourceGeneration, fp, (sequence - 1) >>> 0);
-      if (this.streams.size >= this.entryCount) this.streams.clear();
-      this.streams.set(stream, slot);
-    }
-    const last = this.u32[this.base(slot) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
-    return sequenceAtOrBefore(sequence, last) ? -1 : slot;
+  slotFor(sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string, firstSequence: number): number {
+    const fp = fingerprint(destination);
+    const key = DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fp);
+    return this.index.get(key) ?? this.insert(key, sourceHost, sourceIndex, sourceGeneration, fp, (firstSequence - 1) >>> 0);
+  }
+
+  /** The table slot of that key if it has one, else -1 (nothing inserted). */
+  find(sourceHost: number, sourceIndex: number, sourceGeneration: number, destination: string): number {
+    return this.index.get(DedupTable.key(sourceHost, sourceIndex, sourceGeneration, fingerprint(destination))) ?? -1;
+  }
+
+  /** The last sequence delivered through slot `slot`. */
+  last(slot: number): number {
+    return this.u32[this.base(slot) + DEDUP_LAST_SEQUENCE_OFFSET / WORD]!;
   }
 
   /** Record that `sequence` was committed into the target inbox. */
@@ -178,17 +183,21 @@ export class DedupTable {
     this.u32[base + DEDUP_TOUCHED_OFFSET / WORD] = this.nowSec;
   }
 
-  /** Record the intent to publish a frame (before its publish). */
-  openIntent(intent: DeliveryIntent): void {
+  /**
+   * Record the intent to publish frames (before the publish): slot `entry`
+   * will say `sequence` (the last of them) once lane `lane` of the target
+   * inbox has published position `tail`, which is `slots` past its position now.
+   */
+  openIntent(entry: number, sequence: number, targetIndex: number, targetGeneration: number, targetEpoch: number, lane: number, tail: number, slots: number): void {
     const u = this.u32;
-    u[DEDUP_INTENT_ENTRY_OFFSET / WORD] = intent.entry;
-    u[DEDUP_INTENT_SEQUENCE_OFFSET / WORD] = intent.sequence;
-    u[DEDUP_INTENT_TARGET_INDEX_OFFSET / WORD] = intent.targetIndex;
-    u[DEDUP_INTENT_TARGET_GENERATION_OFFSET / WORD] = intent.targetGeneration;
-    u[DEDUP_INTENT_TARGET_EPOCH_OFFSET / WORD] = intent.targetEpoch;
-    u[DEDUP_INTENT_LANE_OFFSET / WORD] = intent.lane;
-    u[DEDUP_INTENT_TAIL_OFFSET / WORD] = intent.tail;
-    u[DEDUP_INTENT_SLOTS_OFFSET / WORD] = intent.slots;
+    u[DEDUP_INTENT_ENTRY_OFFSET / WORD] = entry;
+    u[DEDUP_INTENT_SEQUENCE_OFFSET / WORD] = sequence;
+    u[DEDUP_INTENT_TARGET_INDEX_OFFSET / WORD] = targetIndex;
+    u[DEDUP_INTENT_TARGET_GENERATION_OFFSET / WORD] = targetGeneration;
+    u[DEDUP_INTENT_TARGET_EPOCH_OFFSET / WORD] = targetEpoch;
+    u[DEDUP_INTENT_LANE_OFFSET / WORD] = lane;
+    u[DEDUP_INTENT_TAIL_OFFSET / WORD] = tail;
+    u[DEDUP_INTENT_SLOTS_OFFSET / WORD] = slots;
     // SYNC POINT: delivery intent (the fields above are visible before the state, the state before the publish).
     Atomics.store(u, DEDUP_INTENT_STATE_OFFSET / WORD, DEDUP_INTENT_OPEN);
   }
@@ -196,11 +205,11 @@ export class DedupTable {
   /** After the publish: update the entry, then close the intent. */
   closeIntent(entry: number, sequence: number): void {
     this.delivered(entry, sequence);
-    // SYNC POINT: delivery intent (closed only after the entry says the frame is delivered).
+    // SYNC POINT: delivery intent (closed only after the entry says the frames are delivered).
     Atomics.store(this.u32, DEDUP_INTENT_STATE_OFFSET / WORD, 0);
   }
 
-  /** Close an intent whose publish did not happen (nothing written, e.g. the lane was full). */
+  /** Close an intent whose publish did not happen. */
   abandonIntent(): void {
     Atomics.store(this.u32, DEDUP_INTENT_STATE_OFFSET / WORD, 0);
   }
@@ -225,8 +234,8 @@ export class DedupTable {
    * Settle the intent a dead predecessor left open (at start, before any
    * delivery): `publishedTail` reads the target lane's tail now, or null when
    * that inbox is gone. Published (tail = intent tail) => the entry records
-   * the frame; not published (tail = intent tail - slots) => it was never
-   * delivered; anything else ('unknown': the target's inbox was replaced
+   * the batch's last sequence; not published (tail = intent tail - slots) =>
+   * no frame of the batch was delivered; anything else ('unknown': the target's inbox was replaced
    * meanwhile) => recorded as delivered, since the inbox it went to is gone.
    */
   settleIntent(publishedTail: (intent: DeliveryIntent) => number | null): { intent: DeliveryIntent; outcome: IntentOutcome } | null {
@@ -269,7 +278,7 @@ export class DedupTable {
     if (u[base + DEDUP_USED_OFFSET / WORD] !== 0) {
       // Evict the least recently used entry of the probe window: only frames still unacked could need it.
       this.index.delete(this.keyAt(base));
-      this.streams.clear();
+      this.epoch++;
       this.evictions++;
       u[base + DEDUP_USED_OFFSET / WORD] = 0;
     }

@@ -16,31 +16,30 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { debuglog } from 'node:util';
-import { BusError, isBusError } from '../src/errors';
-import { Directory, type EntryInfo } from '../src/directory';
-import { FutexSleeper, ring as ringDoorbell, UDP_DOORBELL_DATAGRAM } from '../src/doorbell';
+import { BusError, isBusError } from '../src/internal';
+import { Directory, type EntryInfo } from '../src/internal';
+import { FutexSleeper, UDP_DOORBELL_DATAGRAM } from '../src/internal';
 import {
   DOORBELL_UDP,
   ENTRY_FLAG_RELAY,
   FRAME_FLAG_NOTICE,
-  FRAME_FLAG_REMOTE,
   NOTICE_ADDRESS_OFFSET,
   NOTICE_KIND_OFFSET,
   NOTICE_REASON_OFFSET,
   NOTICE_SEQUENCE_OFFSET,
   NOTICE_UNDELIVERABLE,
   RELAY_ENDPOINT_NAME,
-} from '../src/layout';
-import { openInbox } from '../src/inbox-file';
-import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/options';
-import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/frame';
-import { ScanningConsumer } from '../src/scan';
-import { wakeAll } from '../src/doorbell';
-import { Routes, type Route } from '../src/routes';
-import { Segment, isProcessAlive, processStartTime } from '../src/segment';
+} from '../src/internal';
+import { openInbox } from '../src/internal';
+import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MODE } from '../src/internal';
+import { OFFER_FULL, OFFER_OK_RING, encodeAddressPrefix, type FrameView, type ProducerStamp } from '../src/internal';
+import { ScanningConsumer } from '../src/internal';
+import { wakeAll } from '../src/internal';
+import { Routes, ringRoute, type Route } from '../src/internal';
+import { Segment, isProcessAlive, processStartTime } from '../src/internal';
 import { join } from 'node:path';
-import { LANE_TAIL_OFFSET, SEGMENT_KIND_INBOX, inboxFileName, laneOffset } from '../src/layout';
-import type { DedupTable, DeliveryIntent } from './dedup';
+import { LANE_TAIL_OFFSET, SEGMENT_KIND_INBOX, inboxFileName, laneOffset } from '../src/internal';
+import type { DeliveryIntent } from './dedup';
 
 const debug = debuglog('shmbus');
 
@@ -56,13 +55,6 @@ export interface RelayEndpointOptions {
   readonly doorbellPort: number;
 }
 
-/** Outcome of writing a frame into a local inbox. */
-export const DELIVERED = 0;
-export const TARGET_FULL = 1;
-export const TARGET_UNKNOWN = 2;
-export const TARGET_TOO_SMALL = 3;
-export type DeliveryResult = typeof DELIVERED | typeof TARGET_FULL | typeof TARGET_UNKNOWN | typeof TARGET_TOO_SMALL;
-
 export class RelayEndpoint {
   readonly entry: EntryInfo;
   readonly inbox: ScanningConsumer;
@@ -73,8 +65,6 @@ export class RelayEndpoint {
   noticesWritten = 0;
   noticesLost = 0;
   private readonly routes: Routes;
-  private readonly prefixes = new Map<string, Uint8Array>();
-  private readonly stamp: ProducerStamp = { sourceIndex: 0, sourceGeneration: 0, sourceHost: 0, flags: FRAME_FLAG_REMOTE };
   private readonly noticeStamp: ProducerStamp;
   private onWake: (() => void) | null = null;
   private closed = false;
@@ -166,7 +156,8 @@ export class RelayEndpoint {
     return this.directory.nameAt(index, generation);
   }
 
-  private route(name: string): Route | null {
+  /** The route to local endpoint `name` with this relay's lane in its inbox; null when it is not registered. */
+  routeFor(name: string): Route | null {
     const cached = this.routes.get(name);
     if (cached !== null) return cached;
     try {
@@ -177,50 +168,14 @@ export class RelayEndpoint {
     }
   }
 
-  /**
-   * Write a frame from another host into local endpoint `target`'s inbox,
-   * stamped with its source (host id, index, generation, sequence) and the
-   * source address `name@host` as prefix.
-   */
-  deliver(target: string, sourceAddress: string, sourceHost: number, sourceIndex: number, sourceGeneration: number, sequence: number, payload: Uint8Array, journal?: { dedup: DedupTable; entry: number }): DeliveryResult {
-    const route = this.route(target);
-    if (route === null) return TARGET_UNKNOWN;
-    let prefix = this.prefixes.get(sourceAddress);
-    if (prefix === undefined) {
-      prefix = encodeAddressPrefix(sourceAddress);
-      if (this.prefixes.size > 65536) this.prefixes.clear();
-      this.prefixes.set(sourceAddress, prefix);
-    }
-    const lane = route.lane;
-    if (prefix.length + payload.length > lane.maxMessage) return TARGET_TOO_SMALL;
-    const stamp = this.stamp;
-    stamp.sourceHost = sourceHost;
-    stamp.sourceIndex = sourceIndex;
-    stamp.sourceGeneration = sourceGeneration;
-    if (journal === undefined) {
-      const result = lane.offer(stamp, route.entry.index, sequence, payload, prefix);
-      if (result === OFFER_FULL) return TARGET_FULL;
-      if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
-      return DELIVERED;
-    }
-    // Write, record the intent, publish (the commit point), record the delivery, close the intent.
-    const before = lane.publishedTail;
-    const tail = lane.prepare(stamp, route.entry.index, sequence, payload, prefix);
-    if (tail < 0) return TARGET_FULL;
-    journal.dedup.openIntent({
-      entry: journal.entry,
-      sequence,
-      targetIndex: route.entry.index,
-      targetGeneration: route.entry.generation,
-      targetEpoch: route.segment.epoch,
-      lane: lane.lane,
-      tail,
-      slots: (tail - before) >>> 0,
-    });
-    const mustRing = lane.publishPrepared();
-    journal.dedup.closeIntent(journal.entry, sequence);
-    if (mustRing) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
-    return DELIVERED;
+  /** Is `route` still its destination's current incarnation? One plain load. */
+  isCurrent(route: Route): boolean {
+    return this.routes.isCurrent(route);
+  }
+
+  /** Ring the consumer of `route`'s inbox (after a publish that took the bell). */
+  ring(route: Route): void {
+    ringRoute(route);
   }
 
   /**
@@ -255,7 +210,7 @@ export class RelayEndpoint {
    * gone (the caller retries at once).
    */
   waitForRoom(target: string, length: number, maxMs: number, onRoom: () => void): boolean {
-    const route = this.route(target);
+    const route = this.routeFor(target);
     if (route === null) return false;
     const lane = route.lane;
     const head = lane.prepareSpaceWait(lane.slotsFor(length));
@@ -270,7 +225,7 @@ export class RelayEndpoint {
 
   /** Is local endpoint `target` registered right now? */
   hasTarget(target: string): boolean {
-    return this.route(target) !== null;
+    return this.routeFor(target) !== null;
   }
 
   /**
@@ -280,7 +235,7 @@ export class RelayEndpoint {
    */
   notice(senderIndex: number, senderGeneration: number, reason: number, sequence: number, destination: string): boolean {
     const name = this.localName(senderIndex, senderGeneration);
-    const route = name === null ? null : this.route(name);
+    const route = name === null ? null : this.routeFor(name);
     if (route === null) {
       this.noticesLost++;
       return false;
@@ -301,7 +256,7 @@ export class RelayEndpoint {
       this.noticesLost++;
       return false;
     }
-    if (result === OFFER_OK_RING) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    if (result === OFFER_OK_RING) ringRoute(route);
     this.noticesWritten++;
     return true;
   }

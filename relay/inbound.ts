@@ -1,229 +1,272 @@
 /**
- * Inbound delivery: frames from peer relays (and from this host's own apps
- * addressed to this host) into local inboxes.
- *
- * Per (source, destination) FIFO is kept by one queue per pair: while a pair
- * has frames waiting (target missing or full), newer frames of that pair wait
- * behind them. Waiting frames are copies, bounded in count and bytes; when a
- * bound is reached the server stops reading from peers (TCP flow control
- * carries the back-pressure to the sending relay, and from its ring to the
- * sending apps). A frame that waits longer than the TTL is reported
- * undeliverable to its sender — never dropped silently.
- *
- * Duplicates (frames resent after a lost ack) are recognised by the dedup
- * table at delivery time and acked as DUPLICATE.
+ * Inbound: one connection a peer relay opened to us. The acceptor's half of
+ * the handshake (handshake.ts), then STREAM messages bind stream ids and DATA
+ * runs go to delivery.ts; as delivery settles frames this link answers with
+ * cumulative ACK entries — one per stream per pass while frames are
+ * delivered, one more for each undeliverable frame — in one ACK message per
+ * chunk read from the socket (or per retry pass).
  */
-import { DELIVERED, TARGET_FULL, TARGET_TOO_SMALL, TARGET_UNKNOWN, type RelayEndpoint } from './endpoint';
-import type { DedupTable } from './dedup';
-import { ACK_DELIVERED, ACK_DUPLICATE, ACK_EXPIRED, ACK_TOO_LARGE, ACK_UNKNOWN_DESTINATION } from './protocol';
-import { MAX_ADDRESS_LENGTH } from '../src/layout';
+import type { Socket } from 'node:net';
+import { OUTCOME_DUPLICATE, isUndeliverable } from '../src/internal';
+import {
+  ACK_COUNT_OFFSET,
+  ACK_ENTRIES_OFFSET,
+  ACK_ENTRY_LENGTH,
+  ACK_ENTRY_STATUS_OFFSET,
+  ACK_ENTRY_THROUGH_OFFSET,
+  DATA_RUNS_OFFSET,
+  ERR_AUTH_FAILED,
+  ERR_UNEXPECTED,
+  ERR_UNKNOWN_HOST,
+  MAX_ACK_ENTRIES,
+  MESSAGE_LENGTH_FIELD_LENGTH,
+  MSG_ACK,
+  MSG_DATA,
+  MSG_ERROR,
+  MSG_STREAM,
+  ProtocolError,
+  RUN_FRAME_COUNT_OFFSET,
+  RUN_HEADER_LENGTH,
+  type DataMessage,
+  type Message,
+  type StreamMessage,
+} from './codec';
+import type { ClusterConfig } from './config';
+import { Connection } from './connection';
+import { InboundStream, type Delivery, type StreamOwner } from './delivery';
+import { AcceptorHandshake } from './handshake';
+import type { PeerCounters } from './metrics';
+import type { Logger } from './pool';
 
-/** Called once per frame with its final ACK status. */
-export type AckCallback = (status: number) => void;
-
-export interface InboundFrame {
-  readonly sourceHost: number;
-  /** `name@host` of the source endpoint. */
-  readonly sourceAddress: string;
-  readonly sourceIndex: number;
-  readonly sourceGeneration: number;
-  readonly sequence: number;
-  /** Local endpoint name. */
-  readonly destination: string;
-  readonly payload: Uint8Array;
+/** Counters of accepted connections that belong to no peer (yet). */
+export interface AcceptorCounters {
+  malformed: number;
+  authFailures: number;
+  handshakeTimeouts: number;
+  unknownPeers: number;
 }
 
-interface Waiting {
-  readonly frame: InboundFrame;
-  readonly ack: AckCallback;
-  readonly since: number;
-  /** Why it waits: the target was missing (true) or full (false) at the last try. */
-  unknown: boolean;
+/** A stream of an inbound link: its id there and how far it has been acked. */
+class LinkStream extends InboundStream {
+  streamId = 0;
+  acked = 0;
+  lastOutcome = 0;
+  dirty = false;
 }
 
-export interface InboundLimits {
-  readonly pendingFrames: number;
-  readonly pendingBytes: number;
-  readonly ttlMs: number;
-  /** A frame for an endpoint that is not registered is reported UNKNOWN_DESTINATION after this (ms). */
-  readonly unknownTargetMs: number;
-}
+export class InboundLink implements StreamOwner {
+  readonly conn: Connection;
+  private readonly handshake: AcceptorHandshake;
+  private readonly streams: LinkStream[] = [];
+  private timer: NodeJS.Timeout | null;
+  private counters: PeerCounters | null = null;
+  private hostId = 0;
+  private dirty: LinkStream[] = [];
+  private ack = Buffer.allocUnsafe(ACK_ENTRIES_OFFSET + 64 * ACK_ENTRY_LENGTH);
+  private ackEntries = 0;
+  /** Most entries in one ACK: it must fit the peer's maxMessageBytes (the relays of a cluster share limits). */
+  private readonly maxAckEntries: number;
+  /** Stream by (source index, generation, destination): one stream per pair on a connection. */
+  private readonly pairs = new Set<string>();
 
-export interface InboundCounters {
-  delivered: number;
-  duplicates: number;
-  undeliverable: number;
-  tooLarge: number;
-  retries: number;
-}
-
-const RETRY_MIN_MS = 1;
-const RETRY_MAX_MS = 50;
-/** Room for a frame's address prefix, at most (a u8 length and up to MAX_ADDRESS_LENGTH characters). */
-const PREFIX_ROOM = 1 + MAX_ADDRESS_LENGTH;
-
-export class Inbound {
-  readonly counters: InboundCounters = { delivered: 0, duplicates: 0, undeliverable: 0, tooLarge: 0, retries: 0 };
-  private readonly queues = new Map<string, Waiting[]>();
-  private pendingFrames = 0;
-  private pendingBytes = 0;
-  /** Frames pending per source host id. */
-  private readonly pendingByHost = new Map<number, number>();
-  private timer: NodeJS.Timeout | null = null;
-  /** Targets whose lane this relay waits on for room (the consumer's wake calls retrySoon). */
-  private readonly waitingForRoom = new Set<string>();
-  private retryMs = RETRY_MIN_MS;
-  private closed = false;
-
-  /**
-   * @param onPressure called with true when a pending bound is reached (stop
-   *   reading peers) and false when pending has fallen to half (read again).
-   */
   constructor(
-    private readonly endpoint: RelayEndpoint,
-    private readonly dedup: DedupTable,
-    private readonly limits: InboundLimits,
-    private readonly onPressure: (full: boolean) => void,
-  ) {}
-
-  get pending(): { frames: number; bytes: number } {
-    return { frames: this.pendingFrames, bytes: this.pendingBytes };
+    socket: Socket,
+    private readonly config: ClusterConfig,
+    bootId: number,
+    private readonly delivery: Delivery,
+    private readonly peerCounters: (peer: string) => PeerCounters,
+    private readonly acceptor: AcceptorCounters,
+    private readonly log: Logger,
+    /** The link is over (closed, for whatever reason). */
+    private readonly onClose: (link: InboundLink, wasOpen: boolean) => void,
+  ) {
+    this.maxAckEntries = Math.min(MAX_ACK_ENTRIES, Math.floor((config.limits.maxMessageBytes + MESSAGE_LENGTH_FIELD_LENGTH - ACK_ENTRIES_OFFSET) / ACK_ENTRY_LENGTH));
+    this.handshake = new AcceptorHandshake({
+      secret: config.secret,
+      selfName: config.self.name,
+      isPeer: (name) => config.hosts.has(name) && name !== config.self.name,
+      bootId,
+      maxFramesPerBatch: config.limits.batchFrames,
+    });
+    this.conn = new Connection(socket, 'in', config.limits.maxMessageBytes, {
+      message: (_c, msg) => this.onMessage(msg),
+      closed: (_c, err) => this.closed(err),
+      chunkDone: () => this.delivery.endPass(),
+    });
+    this.conn.state = 'handshake';
+    this.timer = setTimeout(() => {
+      // docs/PROTOCOL.md: a handshake that does not complete in time is closed without an ERROR.
+      this.acceptor.handshakeTimeouts++;
+      this.log('peer_refused', { conn: this.conn.id, claimed: this.handshake.peer, reason: 'handshake timeout', remote: socket.remoteAddress });
+      this.conn.destroy(new Error('handshake timeout'));
+    }, config.limits.handshakeTimeoutMs);
   }
 
-  /** Frames pending from source host `hostId`. */
-  pendingFrom(hostId: number): number {
-    return this.pendingByHost.get(hostId) ?? 0;
+  get open(): boolean {
+    return this.handshake.done && !this.conn.isClosed;
   }
 
-  /** True while pending is at a bound: callers should stop accepting more. */
-  get full(): boolean {
-    return this.pendingFrames >= this.limits.pendingFrames || this.pendingBytes >= this.limits.pendingBytes;
+  get peer(): string | null {
+    return this.handshake.peer;
   }
 
-  /**
-   * Deliver `frame` or hold it. `payloadIsTransient`: the payload is a view
-   * into a buffer that will be reused, so a held frame must copy it.
-   */
-  submit(frame: InboundFrame, ack: AckCallback, payloadIsTransient: boolean): void {
-    if (frame.destination.startsWith('@')) {
-      // "@relay" and other reserved names are not application endpoints: never deliver to them.
-      this.counters.undeliverable++;
-      ack(ACK_UNKNOWN_DESTINATION);
+  private onMessage(msg: Message): void {
+    if (msg.type === MSG_ERROR) {
+      if (!this.handshake.done && (msg.code === ERR_AUTH_FAILED || msg.code === ERR_UNKNOWN_HOST)) this.acceptor.authFailures++;
+      this.log('peer_error', { peer: this.handshake.peer, conn: this.conn.id, code: msg.code, message: msg.message });
+      this.conn.destroy();
       return;
     }
-    const key = `${frame.sourceHost}:${frame.sourceIndex}:${frame.sourceGeneration}>${frame.destination}`;
-    const queue = this.queues.get(key);
-    if (queue === undefined) {
-      const result = this.tryDeliver(key, frame);
-      if (result >= 0) {
-        ack(result);
+    if (!this.handshake.done) {
+      this.handshakeStep(msg);
+      return;
+    }
+    if (msg.type === MSG_DATA) this.onData(msg);
+    else if (msg.type === MSG_STREAM) this.onStream(msg);
+    else throw new ProtocolError(ERR_UNEXPECTED, `a ${msg.type === MSG_ACK ? 'ACK' : `type ${msg.type}`} message is not allowed on an incoming connection (only STREAM and DATA)`);
+  }
+
+  private handshakeStep(msg: Message): void {
+    let reply: Buffer;
+    try {
+      reply = this.handshake.onMessage(msg);
+    } catch (err) {
+      if (err instanceof ProtocolError && (err.wireCode === ERR_UNKNOWN_HOST || err.wireCode === ERR_AUTH_FAILED)) {
+        if (err.wireCode === ERR_UNKNOWN_HOST) this.acceptor.unknownPeers++;
+        else this.acceptor.authFailures++;
+        this.log('peer_refused', { conn: this.conn.id, claimed: this.handshake.peer ?? (msg as { hostName?: string }).hostName, reason: err.wireCode === ERR_UNKNOWN_HOST ? 'unknown host' : 'authentication failed', remote: this.conn.socket.remoteAddress });
+        this.conn.refuse(err.wireCode, err.message);
         return;
       }
+      throw err;
     }
-    const held: InboundFrame = payloadIsTransient ? { ...frame, payload: Uint8Array.prototype.slice.call(frame.payload) } : frame;
-    const waiting: Waiting = { frame: held, ack, since: performance.now(), unknown: !this.endpoint.hasTarget(frame.destination) };
-    if (queue === undefined) this.queues.set(key, [waiting]);
-    else queue.push(waiting);
-    this.pendingFrames++;
-    this.pendingBytes += held.payload.length;
-    this.pendingByHost.set(held.sourceHost, (this.pendingByHost.get(held.sourceHost) ?? 0) + 1);
-    if (this.full) this.onPressure(true);
-    this.schedule(RETRY_MIN_MS);
-  }
-
-  /** Returns the ACK status if the frame is done with, or -1 if it must wait. */
-  private tryDeliver(key: string, frame: InboundFrame): number {
-    const slot = this.dedup.check(key, frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.destination, frame.sequence);
-    if (slot < 0) {
-      this.counters.duplicates++;
-      return ACK_DUPLICATE;
-    }
-    // The delivery is recorded in the dedup table around its publish (an intent, see dedup.ts).
-    const result = this.endpoint.deliver(frame.destination, frame.sourceAddress, frame.sourceHost, frame.sourceIndex, frame.sourceGeneration, frame.sequence, frame.payload, { dedup: this.dedup, entry: slot });
-    switch (result) {
-      case DELIVERED:
-        this.counters.delivered++;
-        return ACK_DELIVERED;
-      case TARGET_TOO_SMALL:
-        this.counters.tooLarge++;
-        return ACK_TOO_LARGE;
-      case TARGET_FULL:
-      case TARGET_UNKNOWN:
-        return -1;
-    }
-    return -1;
-  }
-
-  /** Retry at once (a full target's consumer made room). */
-  private retrySoon(): void {
-    if (this.closed || this.queues.size === 0) return;
+    this.conn.peer = this.handshake.peer;
+    this.conn.send(reply);
+    if (!this.handshake.done) return;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    this.schedule(0);
+    // DATA with more frames than WELCOME announced is TOO_LARGE.
+    this.conn.authenticated(this.config.limits.batchFrames);
+    this.counters = this.peerCounters(this.handshake.peer!);
+    this.hostId = this.config.hostId(this.handshake.peer!);
+    if (this.delivery.full) this.conn.pause();
+    this.log('peer_accepted', { peer: this.handshake.peer, conn: this.conn.id });
   }
 
-  private schedule(ms: number): void {
-    if (this.timer !== null || this.closed) return;
-    this.retryMs = ms;
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.retry();
-    }, ms);
+  private onStream(msg: StreamMessage): void {
+    if (msg.streamId !== this.streams.length) {
+      throw new ProtocolError(ERR_UNEXPECTED, `STREAM binds id ${msg.streamId}; the next unused id is ${this.streams.length}`);
+    }
+    const pair = `${msg.sourceIndex}:${msg.sourceGeneration}\u0000${msg.destinationName}`;
+    if (this.pairs.has(pair)) {
+      // Two streams of one pair could interleave out of sequence order: refused (docs/PROTOCOL.md, STREAM).
+      throw new ProtocolError(ERR_UNEXPECTED, `STREAM ${msg.streamId} binds source ${msg.sourceIndex}:${msg.sourceGeneration} -> ${msg.destinationName}, already bound on this connection`);
+    }
+    this.pairs.add(pair);
+    const stream = new LinkStream(this, this.hostId, msg.sourceIndex, msg.sourceGeneration, msg.destinationName, `${msg.sourceName}@${this.handshake.peer}`);
+    stream.streamId = msg.streamId;
+    this.streams.push(stream);
   }
 
-  /** Retry every waiting queue in order; expire frames past the TTL. */
-  retry(): void {
-    const now = performance.now();
-    let progressed = false;
-    for (const [key, queue] of this.queues) {
-      while (queue.length > 0) {
-        const head = queue[0]!;
-        this.counters.retries++;
-        const result = this.tryDeliver(key, head.frame);
-        if (result < 0) {
-          head.unknown = !this.endpoint.hasTarget(head.frame.destination);
-          // A full target waits up to the TTL; one that is not registered only for the (shorter) grace.
-          if (now - head.since < (head.unknown ? this.limits.unknownTargetMs : this.limits.ttlMs)) {
-            // A full target: its consumer wakes us when it frees slots of our lane (no polling timer).
-            if (!head.unknown && !this.waitingForRoom.has(head.frame.destination)) {
-              const target = head.frame.destination;
-              this.waitingForRoom.add(target);
-              const armed = this.endpoint.waitForRoom(target, head.frame.payload.length + PREFIX_ROOM, RETRY_MAX_MS, () => {
-                this.waitingForRoom.delete(target);
-                this.retrySoon();
-              });
-              if (!armed) this.waitingForRoom.delete(target);
-            }
-            break;
-          }
-          this.counters.undeliverable++;
-          this.take(queue);
-          head.ack(this.endpoint.hasTarget(head.frame.destination) ? ACK_EXPIRED : ACK_UNKNOWN_DESTINATION);
-          progressed = true;
-          continue;
-        }
-        this.take(queue);
-        head.ack(result);
-        progressed = true;
+  private onData(msg: DataMessage): void {
+    const bytes = msg.bytes;
+    const counters = this.counters!;
+    counters.batchesIn++;
+    counters.framesIn += msg.frameCount;
+    counters.bytesIn += bytes.length;
+    this.conn.framesIn += msg.frameCount;
+    let at = DATA_RUNS_OFFSET;
+    while (at < bytes.length) {
+      const streamId = bytes.readUInt32LE(at);
+      const n = bytes.readUInt32LE(at + RUN_FRAME_COUNT_OFFSET);
+      const stream = this.streams[streamId];
+      if (stream === undefined) throw new ProtocolError(ERR_UNEXPECTED, `DATA names stream ${streamId}, not bound by a STREAM message`);
+      at = this.delivery.deliverRun(stream, bytes, at + RUN_HEADER_LENGTH, n);
+    }
+  }
+
+  /** Delivery settled frames of one of our streams. */
+  settled(s: InboundStream, count: number, outcome: number, _tag: number): void {
+    const stream = s as LinkStream;
+    const counters = this.counters!;
+    counters.acksOut += count;
+    if (outcome === OUTCOME_DUPLICATE) counters.duplicates += count;
+    if (isUndeliverable(outcome)) {
+      this.entry(stream.streamId, stream.settledCount, outcome);
+      stream.acked = stream.settledCount;
+      return;
+    }
+    stream.lastOutcome = outcome;
+    if (!stream.dirty) {
+      stream.dirty = true;
+      this.dirty.push(stream);
+    }
+  }
+
+  /** Send one ACK with an entry for every stream settled since the last one. */
+  flush(): void {
+    for (const stream of this.dirty) {
+      stream.dirty = false;
+      if (stream.settledCount > stream.acked) {
+        this.entry(stream.streamId, stream.settledCount, stream.lastOutcome);
+        stream.acked = stream.settledCount;
       }
-      if (queue.length === 0) this.queues.delete(key);
     }
-    if (this.pendingFrames * 2 <= this.limits.pendingFrames && this.pendingBytes * 2 <= this.limits.pendingBytes) this.onPressure(false);
-    if (this.queues.size > 0) this.schedule(progressed ? RETRY_MIN_MS : Math.min(this.retryMs * 2, RETRY_MAX_MS));
+    this.dirty.length = 0;
+    this.sendAck();
   }
 
-  private take(queue: Waiting[]): void {
-    const w = queue.shift()!;
-    this.pendingFrames--;
-    this.pendingBytes -= w.frame.payload.length;
-    this.pendingByHost.set(w.frame.sourceHost, (this.pendingByHost.get(w.frame.sourceHost) ?? 1) - 1);
+  private entry(streamId: number, through: number, status: number): void {
+    if (this.ackEntries === this.maxAckEntries) this.sendAck();
+    const at = ACK_ENTRIES_OFFSET + this.ackEntries * ACK_ENTRY_LENGTH;
+    if (at + ACK_ENTRY_LENGTH > this.ack.length) {
+      const bigger = Buffer.allocUnsafe(this.ack.length * 2);
+      this.ack.copy(bigger, 0, 0, at);
+      this.ack = bigger;
+    }
+    this.ack.writeUInt32LE(streamId, at);
+    this.ack.writeUInt32LE(through >>> 0, at + ACK_ENTRY_THROUGH_OFFSET);
+    this.ack[at + ACK_ENTRY_STATUS_OFFSET] = status;
+    this.ackEntries++;
   }
 
-  /** Stop retrying. Waiting frames are not acked: their senders keep them and resend after a restart. */
-  close(): number {
-    this.closed = true;
+  private sendAck(): void {
+    const n = this.ackEntries;
+    if (n === 0) return;
+    this.ackEntries = 0;
+    if (this.conn.isClosed) return;
+    const length = ACK_ENTRIES_OFFSET + n * ACK_ENTRY_LENGTH;
+    const message = Buffer.from(this.ack.subarray(0, length));
+    message.writeUInt32LE(length - MESSAGE_LENGTH_FIELD_LENGTH, 0);
+    message[4] = MSG_ACK;
+    message.writeUInt32LE(n, ACK_COUNT_OFFSET);
+    this.conn.send(message);
+  }
+
+  pause(): void {
+    if (this.handshake.done) this.conn.pause();
+  }
+
+  resume(): void {
+    this.conn.resume();
+  }
+
+  /** Send the pending ACK entries now (shutdown). */
+  flushAcks(): void {
+    this.flush();
+  }
+
+  private closed(err: Error | null): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
-    return this.pendingFrames;
+    // Frames held for our streams are not ours to settle any more: the sender resends them.
+    for (const stream of this.streams) this.delivery.dropStream(stream);
+    if (this.conn.malformed) this.acceptor.malformed++;
+    const wasOpen = this.handshake.done;
+    if (wasOpen && this.counters !== null) {
+      this.counters.disconnects++;
+      this.log('peer_disconnected', { peer: this.handshake.peer, conn: this.conn.id, reason: err?.message ?? 'closed' });
+    }
+    this.onClose(this, wasOpen);
   }
 }

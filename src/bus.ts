@@ -5,88 +5,63 @@
  * directory once, then writes straight into it (no system call unless the
  * receiver is parked). Receiving reads the own inbox; the event-driven forms
  * park on a futex doorbell when the inbox is empty.
+ *
+ * This file opens and closes the endpoint and holds the API; the send handles
+ * are in bus-senders.ts, the receive side (source names, parking, the 'frame'
+ * loop) in bus-receiver.ts.
  */
 import { EventEmitter } from 'node:events';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { BusError } from './errors';
-import { Directory, type EntryInfo } from './directory';
-import { FutexSleeper, udpDoorbellErrors, wakeAll } from './doorbell';
-import { FrameView, readInboxCounters, type FrameHandler, type InboxCounters, type ProducerStamp } from './frame';
+import { DRAIN_BATCH, Receiver } from './bus-receiver';
+import { SenderTable } from './bus-senders';
+import { pollUntil, validateSignal, type BusEvents, type BusListener, type BusStats, type WaitForOptions } from './bus-support';
+import { Directory, type EntryInfo, type Registration } from './directory';
+import { udpDoorbellErrors, wakeAll } from './doorbell';
+import { FrameView, readInboxCounters, type FrameHandler } from './frame';
 import { InboxConsumer } from './inbox';
-import { DOORBELL_FUTEX, FRAME_FLAG_OUTBOUND, NO_INDEX, RELAY_ENDPOINT_NAME } from './layout';
-import { resolveBusOptions, validateName, validateNamespace, type BusOptions, type ResolvedBusOptions } from './options';
-import { encodeAddressPrefix } from './frame';
+import { DOORBELL_FUTEX } from './layout';
+import { resolveBusOptions, validateName, type BusOptions, type ResolvedBusOptions } from './options';
 import { Routes } from './routes';
-import type { Segment } from './segment';
+import { isProcessAlive, type Segment } from './segment';
 import { openInbox } from './inbox-file';
-import { Sender, type Origin, type Payload, type SendAsyncOptions } from './sender';
+import { track, untrack } from './lifecycle';
+import { FrameIterator, type Frame, type FramesOptions } from './received';
+import type { Sender, Payload, SendAsyncOptions } from './sender';
 
 export type { Payload, SendAsyncOptions } from './sender';
 export { Sender } from './sender';
 export { parseNotice, NOTICE_REASONS, type Notice } from './notice';
+export { FrameIterator, type Frame, type FramesOptions } from './received';
+export type { BusEvents, BusListener, BusStats, WaitForOptions } from './bus-support';
 
-/** A received frame that owns its payload (a copy taken from the slot). */
-export interface Frame {
-  /** Name of the sending endpoint (`name` locally; `name@host` for frames that came through a relay). */
-  readonly source: string;
-  /** Per-source sequence number (u32, wraps). */
-  readonly sequence: number;
-  /** Frame flags (see FRAME_FLAG_* in layout). */
-  readonly flags: number;
-  readonly payload: Uint8Array;
+/** The typed forms of EventEmitter's methods (see {@link BusEvents}). */
+export interface Bus {
+  on<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  once<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  off<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  addListener<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  prependListener<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  prependOnceListener<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  removeListener<E extends keyof BusEvents>(event: E, listener: BusListener<E>): this;
+  removeAllListeners(event?: keyof BusEvents): this;
+  emit<E extends keyof BusEvents>(event: E, ...args: BusEvents[E]): boolean;
+  listenerCount(event: keyof BusEvents): number;
+  listeners<E extends keyof BusEvents>(event: E): Array<BusListener<E>>;
+  rawListeners<E extends keyof BusEvents>(event: E): Array<BusListener<E>>;
 }
 
-/** Counters of one endpoint (monotonic since the inbox was created) and its inbox's state. */
-export interface BusStats extends InboxCounters {
-  readonly name: string;
-  readonly namespace: string;
-  readonly slotSize: number;
-  /** Slots per lane. */
-  readonly capacity: number;
-  readonly lanes: number;
-  /** Lanes producers have taken (one more than the highest taken). */
-  readonly lanesInUse: number;
-  readonly maxPayload: number;
-  readonly maxMessageSize: number;
-  /** Slots published and not yet consumed, over every lane. */
-  readonly depth: number;
-  readonly parked: boolean;
-  /** UDP doorbell datagrams this process could not send. */
-  readonly doorbellErrors: number;
-}
-
-/** Frames handled per turn of the event loop by the event-driven receivers. */
-const DRAIN_BATCH = 256;
-
-const openBuses = new Set<Bus>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  // A process that exits without closing its buses still unregisters them (not on SIGKILL:
-  // that is what takeover and `shmbus gc` are for).
-  process.on('exit', () => {
-    for (const bus of [...openBuses]) bus.closeSync();
-  });
-}
-
-export class Bus extends EventEmitter {
+export class Bus extends EventEmitter implements AsyncDisposable, Disposable {
   readonly options: ResolvedBusOptions;
   private readonly directory: Directory;
   private readonly entry: EntryInfo;
   private readonly segment: Segment;
   private readonly inbox: InboxConsumer;
-  private readonly origin: Origin;
-  private readonly outboundStamp: ProducerStamp;
   private readonly routes: Routes;
-  private readonly senders = new Map<string, Sender>();
-  /** The sender of the last sendToLocal/send call: a loop to one destination skips the map. */
-  private lastSender: Sender | null = null;
-  private readonly names = new Map<number, { generation: number; name: string }>();
-  private readonly sleeper: FutexSleeper;
+  private readonly senders: SenderTable;
+  private readonly receiver: Receiver;
   private closed = false;
-  private receiving = false;
+  /** Ends the pending waitFor() calls (close rejects them with ERR_SHMBUS_CLOSED). */
+  private readonly pendingWaits = new Set<(err: Error) => void>();
 
   private constructor(options: ResolvedBusOptions, directory: Directory, entry: EntryInfo, segment: Segment) {
     super();
@@ -96,58 +71,73 @@ export class Bus extends EventEmitter {
     this.segment = segment;
     const buffer = segment.buffer;
     this.inbox = new InboxConsumer(buffer, { wakeSpace: (byteOffset) => wakeAll(buffer, byteOffset) });
-    const stamp: ProducerStamp = { sourceIndex: entry.index, sourceGeneration: entry.generation, sourceHost: 0, flags: 0 };
-    this.outboundStamp = { ...stamp, flags: FRAME_FLAG_OUTBOUND };
-    this.origin = {
-      stamp,
-      sequence: 0,
-      counters: segment.u32,
-      assertOpen: () => this.assertOpen(),
-    };
-    this.sleeper = new FutexSleeper(buffer);
+    this.receiver = new Receiver(this, this.inbox, directory, buffer);
     this.routes = new Routes(directory, options.dir, options.namespace);
+    this.senders = new SenderTable(entry, segment.u32, this.routes, () => this.assertOpen());
     this.on('newListener', (event) => {
-      if (event === 'frame') queueMicrotask(() => this.startReceiving());
+      if (event === 'frame') queueMicrotask(() => this.receiver.start());
+    });
+    // The last 'frame' listener gone: the parked receiver stops at once, so it does not hold the event loop.
+    this.on('removeListener', (event) => {
+      if (event === 'frame' && this.receiver.receiving && this.listenerCount('frame') === 0) this.receiver.interruptWait();
     });
   }
 
   /**
    * Register endpoint `name` in its namespace and create (or take over) its
-   * inbox. Throws BusError: ERR_SHMBUS_INVALID_OPTION, ERR_SHMBUS_NAME_IN_USE,
-   * ERR_SHMBUS_DIRECTORY_FULL, ERR_SHMBUS_NOT_A_SEGMENT,
+   * inbox. While another process holds the namespace's directory lock it
+   * waits on timers (the event loop keeps running), up to `lockTimeoutMs`.
+   * When every directory entry is taken, an entry whose owner has died is
+   * reclaimed (its inbox removed) before the directory counts as full.
+   * Rejects with BusError: ERR_SHMBUS_INVALID_OPTION, ERR_SHMBUS_NAME_IN_USE,
+   * ERR_SHMBUS_DIRECTORY_FULL, ERR_SHMBUS_LOCK_TIMEOUT, ERR_SHMBUS_NOT_A_SEGMENT,
    * ERR_SHMBUS_LAYOUT_MISMATCH, ERR_SHMBUS_CORRUPT_SEGMENT, ERR_SHMBUS_SYSTEM.
+   * The Bus is `AsyncDisposable`: `await using bus = await Bus.open(...)`.
    */
   static async open(options: BusOptions): Promise<Bus> {
-    return Bus.openSync(options);
+    const opening = Bus.opening(options);
+    try {
+      return opening.opened(await opening.directory.registerAsync(opening.registration, opening.prepare));
+    } catch (err) {
+      throw opening.failed(err);
+    }
   }
 
-  /** Synchronous form of {@link open}. */
+  /** Synchronous form of {@link open}: it blocks the thread while it waits for the directory lock. */
   static openSync(options: BusOptions): Bus {
-    const resolved = resolveBusOptions(options);
-    const directory = Directory.open({
-      dir: resolved.dir,
-      namespace: resolved.namespace,
-      entryCount: resolved.directoryEntries,
-      mode: resolved.mode,
-      lockTimeoutMs: resolved.lockTimeoutMs,
-    });
-    let segment: Segment | null = null;
+    const opening = Bus.opening(options);
     try {
-      const entry = directory.register(
-        { name: resolved.name, flags: 0, doorbellKind: DOORBELL_FUTEX, doorbellPort: 0, slotSize: resolved.slotSize, capacity: resolved.capacity },
-        () => {
-          segment = openInbox(resolved);
-        },
-      );
-      const bus = new Bus(resolved, directory, entry, segment!);
-      openBuses.add(bus);
-      installExitHook();
-      return bus;
+      return opening.opened(opening.directory.register(opening.registration, opening.prepare));
     } catch (err) {
-      (segment as Segment | null)?.unmap();
-      directory.close();
-      throw err;
+      throw opening.failed(err);
     }
+  }
+
+  /** What open and openSync share: all but the wait for the directory lock. */
+  private static opening(options: BusOptions) {
+    const resolved = resolveBusOptions(options);
+    const { dir, namespace, directoryEntries: entryCount, mode, lockTimeoutMs } = resolved;
+    const directory = Directory.open({ dir, namespace, entryCount, mode, lockTimeoutMs });
+    let segment: Segment | null = null;
+    const registration: Registration = { name: resolved.name, flags: 0, doorbellKind: DOORBELL_FUTEX, doorbellPort: 0, slotSize: resolved.slotSize, capacity: resolved.capacity };
+    return {
+      directory,
+      registration,
+      /** Runs under the directory lock: create (or take over) the inbox. */
+      prepare: () => {
+        segment = openInbox(resolved);
+      },
+      opened: (entry: EntryInfo): Bus => {
+        const bus = new Bus(resolved, directory, entry, segment!);
+        track(bus);
+        return bus;
+      },
+      failed: (err: unknown): unknown => {
+        segment?.unmap();
+        directory.close();
+        return err;
+      },
+    };
   }
 
   get name(): string {
@@ -177,6 +167,11 @@ export class Bus extends EventEmitter {
     return this.closed;
   }
 
+  /** Whether this Bus closes itself on SIGTERM / SIGINT when the application has no listener of its own (option `handleSignals`). */
+  get handlesSignals(): boolean {
+    return this.options.handleSignals;
+  }
+
   // -------------------------------------------------------------------------
   // Sending
   // -------------------------------------------------------------------------
@@ -188,30 +183,7 @@ export class Bus extends EventEmitter {
    * Throws ERR_SHMBUS_INVALID_OPTION for a malformed address, ERR_SHMBUS_CLOSED.
    */
   sender(destination: string): Sender {
-    const known = this.senders.get(destination);
-    if (known !== undefined) return known;
-    this.assertOpen();
-    if (typeof destination !== 'string') throw new BusError('ERR_SHMBUS_INVALID_OPTION', `destination must be a string; received ${typeof destination}`);
-    const at = destination.indexOf('@');
-    let sender: Sender;
-    if (at < 0) {
-      sender = new Sender(destination, destination, this.origin, this.routes, this.origin.stamp, undefined);
-    } else {
-      const name = destination.slice(0, at);
-      const host = destination.slice(at + 1);
-      validateName(name, 'name');
-      validateNamespace(host, 'host');
-      sender = new Sender(destination, RELAY_ENDPOINT_NAME, this.origin, this.routes, this.outboundStamp, encodeAddressPrefix(destination));
-    }
-    this.senders.set(destination, sender);
-    return sender;
-  }
-
-  private localSender(destination: string): Sender {
-    const last = this.lastSender;
-    if (last !== null && last.destination === destination) return last;
-    if (typeof destination === 'string' && destination.includes('@')) validateName(destination, 'destination');
-    return (this.lastSender = this.sender(destination));
+    return this.senders.get(destination);
   }
 
   /**
@@ -227,7 +199,7 @@ export class Bus extends EventEmitter {
    * successor that takes the name over; `shmbus stat` shows it as DEAD.)
    */
   sendToLocal(destination: string, payload: Payload): boolean {
-    return this.localSender(destination).send(payload);
+    return this.senders.local(destination).send(payload);
   }
 
   /**
@@ -236,7 +208,7 @@ export class Bus extends EventEmitter {
    * when the lane had less room; the rest are counted as refused).
    */
   sendToLocalBatch(destination: string, payloads: readonly Payload[], start = 0, count = payloads.length - start): number {
-    return this.localSender(destination).sendBatch(payloads, start, count);
+    return this.senders.local(destination).sendBatch(payloads, start, count);
   }
 
   /**
@@ -247,7 +219,7 @@ export class Bus extends EventEmitter {
    */
   sendToLocalAsync(destination: string, payload: Payload, options: SendAsyncOptions = {}): Promise<boolean> {
     try {
-      return this.localSender(destination).sendAsync(payload, options);
+      return this.senders.local(destination).sendAsync(payload, options);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -259,9 +231,7 @@ export class Bus extends EventEmitter {
    * {@link sendToRemote}). Same back-pressure contract: false = not sent.
    */
   send(address: string, payload: Payload): boolean {
-    const last = this.lastSender;
-    if (last !== null && last.destination === address) return last.send(payload);
-    return (this.lastSender = this.sender(address)).send(payload);
+    return this.senders.send(address, payload);
   }
 
   /**
@@ -287,11 +257,7 @@ export class Bus extends EventEmitter {
   /** Take the next frame from the own inbox (a copy), or null if it is empty. Never blocks. */
   recvFromLocal(): Frame | null {
     this.assertOpen();
-    let frame: Frame | null = null;
-    this.inbox.poll((view) => {
-      frame = this.toFrame(view);
-    }, 1);
-    return frame;
+    return this.receiver.take();
   }
 
   /**
@@ -308,76 +274,54 @@ export class Bus extends EventEmitter {
 
   /** The source endpoint's name of a frame seen through {@link recvBatch}. */
   sourceName(view: FrameView): string {
-    if (view.addressLength !== 0) return view.address;
-    return this.nameOf(view.sourceIndex, view.sourceGeneration);
-  }
-
-  private nameOf(index: number, generation: number): string {
-    if (index === NO_INDEX) return '';
-    const known = this.names.get(index);
-    if (known !== undefined && known.generation === generation) return known.name;
-    const name = this.directory.nameAt(index, generation);
-    if (name !== null) {
-      this.names.set(index, { generation, name });
-      return name;
-    }
-    // The source closed and its directory entry has been reused since it sent.
-    return `#${index}.${generation}`;
-  }
-
-  private toFrame(view: FrameView): Frame {
-    return { source: this.sourceName(view), sequence: view.sequence, flags: view.flags, payload: view.copyPayload() };
-  }
-
-  /**
-   * Resolve when the inbox may hold a frame: at once if one is there, else
-   * after parking until a producer rings (or the bus closes). No timed
-   * re-check: a producer that publishes while we are parked always rings.
-   */
-  private async waitReadable(): Promise<void> {
-    const inbox = this.inbox;
-    if (this.closed || inbox.hasFrame()) return;
-    if (!inbox.prepareToPark()) return;
-    try {
-      await this.sleeper.sleep(-1);
-    } finally {
-      if (!this.closed) inbox.unpark();
-    }
-  }
-
-  private startReceiving(): void {
-    if (this.receiving || this.closed || this.listenerCount('frame') === 0) return;
-    this.receiving = true;
-    void this.receiveLoop();
-  }
-
-  private async receiveLoop(): Promise<void> {
-    const emit = (view: FrameView) => {
-      this.emit('frame', this.toFrame(view));
-    };
-    try {
-      while (!this.closed && this.listenerCount('frame') > 0) {
-        const n = this.inbox.poll(emit, DRAIN_BATCH);
-        if (n === DRAIN_BATCH) await yieldToLoop();
-        else if (n === 0) await this.waitReadable();
-      }
-    } catch (err) {
-      if (!this.closed) this.emit('error', err);
-    } finally {
-      this.receiving = false;
-    }
+    return this.receiver.sourceName(view);
   }
 
   /**
    * Frames as an async iterator, parked on the doorbell while the inbox is
    * empty. Ends when the bus closes. Pulls one frame per `next()`, so the
-   * inbox (not memory) absorbs a slow consumer.
+   * inbox (not memory) absorbs a slow consumer. `return()` (what `break`
+   * calls) settles at once even while parked, and releases the event loop;
+   * `signal` ends it with ERR_SHMBUS_ABORTED. Throws ERR_SHMBUS_INVALID_OPTION
+   * for a `signal` that is not an AbortSignal.
    */
-  async *frames(): AsyncGenerator<Frame, void, undefined> {
-    while (!this.closed) {
-      const frame = this.recvFromLocal();
-      if (frame !== null) yield frame;
-      else await this.waitReadable();
+  frames(options: FramesOptions = {}): FrameIterator {
+    const signal = validateSignal(options?.signal);
+    return new FrameIterator(
+      {
+        isClosed: () => this.closed,
+        recvFromLocal: () => this.recvFromLocal(),
+        waitReadable: () => this.receiver.waitReadable(),
+        interruptWait: () => this.receiver.interruptWait(),
+      },
+      signal,
+    );
+  }
+
+  /**
+   * Resolve once a live process has endpoint `name` registered in this
+   * namespace (at once if it is there already): a sender that starts before
+   * its receiver waits for it instead of retrying on
+   * ERR_SHMBUS_UNKNOWN_DESTINATION. Rejects with ERR_SHMBUS_WAIT_TIMEOUT after
+   * `timeoutMs` (default 5000), ERR_SHMBUS_ABORTED when `signal` aborts,
+   * ERR_SHMBUS_CLOSED if this bus closes, ERR_SHMBUS_INVALID_OPTION for a
+   * malformed name or option. Local names only (not `name@host`).
+   */
+  waitFor(name: string, options: WaitForOptions = {}): Promise<void> {
+    try {
+      this.assertOpen();
+      validateName(name, 'name');
+      const ready = () => {
+        const entry = this.directory.lookup(name);
+        return entry !== null && isProcessAlive(entry.ownerPid, entry.ownerStartTime);
+      };
+      return pollUntil(ready, options, this.pendingWaits, {
+        what: 'waiting for endpoint',
+        target: `"${name}"`,
+        timedOut: (ms) => `endpoint "${name}" was not registered in namespace "${this.options.namespace}" within ${ms} ms`,
+      });
+    } catch (err) {
+      return Promise.reject(err);
     }
   }
 
@@ -410,28 +354,42 @@ export class Bus extends EventEmitter {
   /**
    * Unregister, remove the inbox and unmap everything. Resolves with the
    * number of frames that were still unread in the inbox (they are discarded).
-   * Calling it again resolves with 0.
+   * Calling it again resolves with 0. Emits 'close' once.
    */
   async close(): Promise<{ unread: number }> {
     return this.closeSync();
+  }
+
+  /** `await using bus = await Bus.open(...)`: {@link close} when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** `using bus = Bus.openSync(...)`: {@link closeSync} when the scope ends. */
+  [Symbol.dispose](): void {
+    this.closeSync();
   }
 
   /** Synchronous form of {@link close}. */
   closeSync(): { unread: number } {
     if (this.closed) return { unread: 0 };
     this.closed = true;
-    openBuses.delete(this);
+    untrack(this);
     const unread = this.inbox.depth();
-    this.sleeper.close();
-    for (const sender of this.senders.values()) sender.reset();
-    this.lastSender = null;
+    this.receiver.close();
+    this.senders.reset();
     try {
       this.directory.unregister(this.entry.index, this.entry.generation, () => this.segment.unlink());
     } finally {
       this.routes.close();
       this.segment.unmap();
       this.directory.close();
+      if (this.pendingWaits.size > 0) {
+        const closedWhileWaiting = new BusError('ERR_SHMBUS_CLOSED', `bus "${this.options.name}" closed while waiting`);
+        for (const settle of [...this.pendingWaits]) settle(closedWhileWaiting);
+      }
     }
+    this.emit('close', { unread });
     return { unread };
   }
 }

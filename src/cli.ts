@@ -7,6 +7,8 @@
  *
  * Exit codes: 0 done, 1 a shmbus error (printed with its code), 2 usage error.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isBusError } from './errors';
 import { DEFAULT_DIR } from './options';
@@ -15,7 +17,20 @@ import { fetchRelayReport, gc, inspectNamespace, listNamespaces, type NamespaceR
 const USAGE = `usage:
   shmbus stat [--namespace N] [--dir D] [--json]   endpoints, inboxes and counters
   shmbus gc   [--namespace N] [--dir D] [--json]   remove what dead processes left behind
+  shmbus --version                                 print the version
   (--dir defaults to $SHMBUS_DIR or ${DEFAULT_DIR}; without --namespace, every namespace in --dir)`;
+
+/** This package's version: package.json at its root, one folder up from src/, two from dist/src/. */
+function packageVersion(): string {
+  for (const root of [join(__dirname, '..'), join(__dirname, '..', '..')]) {
+    try {
+      return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      // Not this one.
+    }
+  }
+  return 'unknown';
+}
 
 export const EXIT_OK = 0;
 export const EXIT_ERROR = 1;
@@ -73,7 +88,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { namespace: { type: 'string', short: 'n' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+      options: { namespace: { type: 'string', short: 'n' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } },
     });
   } catch (e) {
     err(`shmbus: ${(e as Error).message}\n${USAGE}`);
@@ -82,6 +97,10 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
   const { values, positionals } = parsed;
   if (values.help) {
     out(USAGE);
+    return EXIT_OK;
+  }
+  if (values.version) {
+    out(packageVersion());
     return EXIT_OK;
   }
   const command = positionals[0];

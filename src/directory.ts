@@ -7,79 +7,38 @@
  * is a seqlock (generation odd while written), so a lookup retries rather than
  * read a half-written entry. A generation also names one incarnation of an
  * endpoint: senders cache (index, generation) and notice a change with one load.
+ *
+ * This file maps the directory and registers, unregisters and reclaims
+ * entries; one entry's format and seqlock are in directory-entry.ts, the lock
+ * in directory-lock.ts.
  */
 import { join } from 'node:path';
+import { debuglog } from 'node:util';
+import { freeEntry, generationWord, readEntry, readNameAt, writeEntry, type EntryInfo, type Registration } from './directory-entry';
+import { lockDirectory, lockDirectoryAsync, unlockDirectory } from './directory-lock';
 import { BusError } from './errors';
 import {
   DIR_ENTRY_COUNT_OFFSET,
   DIR_ENTRY_LENGTH,
   DIR_ENTRY_LENGTH_OFFSET,
   DIR_HEADER_LENGTH,
-  DIR_LOCK_OFFSET,
   DIR_REGISTRATIONS_OFFSET,
   DIR_REMOVED_OFFSET,
   DIR_TAKEOVERS_OFFSET,
-  ENTRY_CAPACITY_OFFSET,
-  ENTRY_DOORBELL_KIND_OFFSET,
-  ENTRY_DOORBELL_PORT_OFFSET,
-  ENTRY_FLAGS_OFFSET,
+  ENTRY_FLAG_RELAY,
   ENTRY_GENERATION_OFFSET,
-  ENTRY_METRICS_PORT_OFFSET,
-  ENTRY_NAME_LENGTH_OFFSET,
-  ENTRY_NAME_OFFSET,
-  ENTRY_OWNER_PID_OFFSET,
-  ENTRY_OWNER_START_TIME_OFFSET,
-  ENTRY_SLOT_SIZE_OFFSET,
-  ENTRY_STATE_ACTIVE,
-  ENTRY_STATE_FREE,
-  ENTRY_STATE_OFFSET,
-  MAX_NAME_LENGTH,
   SEGMENT_KIND_DIRECTORY,
   directoryFileName,
   directorySegmentLength,
   entryOffset,
+  inboxFileName,
 } from './layout';
-import { Segment, isProcessAlive, processStartTime, sleepSync, unlinkQuiet } from './segment';
+import { Segment, isProcessAlive, unlinkQuiet } from './segment';
+
+export { generationWord, type EntryInfo, type Registration } from './directory-entry';
 
 const WORD = 4;
-/** What a snapshot returns for an entry whose name length cannot be valid. */
-const CORRUPT = Symbol('corrupt entry');
-
-/** Word index of entry `index`'s generation (for {@link Directory.generationAt}). */
-export function generationWord(index: number): number {
-  return (entryOffset(index) + ENTRY_GENERATION_OFFSET) / WORD;
-}
-
-/** Spins before a reader of an entry being written starts to check the clock and sleep. */
-const SEQLOCK_SPINS = 256;
-
-/** What a directory entry says about an endpoint (a snapshot). */
-export interface EntryInfo {
-  readonly index: number;
-  /** Even; changes on every register and unregister of this entry. */
-  readonly generation: number;
-  readonly name: string;
-  readonly ownerPid: number;
-  readonly ownerStartTime: number;
-  readonly flags: number;
-  readonly doorbellKind: number;
-  readonly doorbellPort: number;
-  readonly slotSize: number;
-  readonly capacity: number;
-  /** TCP port of the endpoint's loopback HTTP metrics (relays); 0 = none. */
-  readonly metricsPort: number;
-}
-
-/** What an endpoint declares when it registers. */
-export interface Registration {
-  readonly name: string;
-  readonly flags: number;
-  readonly doorbellKind: number;
-  readonly doorbellPort: number;
-  readonly slotSize: number;
-  readonly capacity: number;
-  readonly metricsPort?: number;
-}
+const debug = debuglog('shmbus');
 
 export interface DirectoryOptions {
   /** Folder holding the namespace's files. */
@@ -186,30 +145,7 @@ export class Directory {
 
   /** Read entry `index` consistently; null if it is free. */
   read(index: number): EntryInfo | null {
-    const u32 = this.segment.u32;
-    const info = this.consistent(index, (base, generation): EntryInfo | null | typeof CORRUPT => {
-      if (Atomics.load(u32, base + ENTRY_STATE_OFFSET / WORD) !== ENTRY_STATE_ACTIVE) return null;
-      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
-      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) return CORRUPT;
-      return {
-        index,
-        generation,
-        name: this.readName(index, nameLength),
-        ownerPid: Atomics.load(u32, base + ENTRY_OWNER_PID_OFFSET / WORD) | 0,
-        ownerStartTime: Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD + 1) * 0x1_0000_0000 + Atomics.load(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD),
-        flags: Atomics.load(u32, base + ENTRY_FLAGS_OFFSET / WORD),
-        doorbellKind: Atomics.load(u32, base + ENTRY_DOORBELL_KIND_OFFSET / WORD),
-        doorbellPort: Atomics.load(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD),
-        slotSize: Atomics.load(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD),
-        capacity: Atomics.load(u32, base + ENTRY_CAPACITY_OFFSET / WORD),
-        metricsPort: Atomics.load(u32, base + ENTRY_METRICS_PORT_OFFSET / WORD),
-      };
-    });
-    if (info === CORRUPT) {
-      const nameLength = Atomics.load(u32, entryOffset(index) / WORD + ENTRY_NAME_LENGTH_OFFSET / WORD);
-      throw new BusError('ERR_SHMBUS_CORRUPT_SEGMENT', `${this.path}: entry ${index} has name length ${nameLength}, expected 1..${MAX_NAME_LENGTH}`);
-    }
-    return info;
+    return readEntry(this.segment, index, this.options.lockTimeoutMs);
   }
 
   /**
@@ -219,68 +155,7 @@ export class Directory {
    */
   nameAt(index: number, generation: number): string | null {
     if (index >= this.entryCount) return null;
-    const u32 = this.segment.u32;
-    return this.consistent(index, (base, current) => {
-      if (current !== generation && current !== ((generation + 2) >>> 0)) return null;
-      const nameLength = Atomics.load(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD);
-      return nameLength === 0 || nameLength > MAX_NAME_LENGTH ? null : this.readName(index, nameLength);
-    });
-  }
-
-  /**
-   * Read entry `index` under its seqlock: `snapshot` gets the word index of
-   * the entry and its (even) generation, and its result is returned once the
-   * generation is the same after it as before (else it runs again). Null if a
-   * writer died leaving the entry mid-update.
-   */
-  private consistent<T>(index: number, snapshot: (base: number, generation: number) => T): T | null {
-    const u32 = this.segment.u32;
-    const base = entryOffset(index) / WORD;
-    const wait = this.midUpdateWaiter(index);
-    for (;;) {
-      // SYNC POINT: entry published (acquire, seqlock begin).
-      const g1 = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g1 & 1) !== 0) {
-        if (!wait()) return null;
-        continue;
-      }
-      const value = snapshot(base, g1);
-      // SYNC POINT: entry published (seqlock end: nothing changed while we read).
-      if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) === g1) return value;
-    }
-  }
-
-  /**
-   * For a reader that found entry `index` mid-update: returns a function to
-   * call on each retry. It spins a little, then sleeps 1 ms per retry; it
-   * returns false (treat the entry as absent) if the writer died holding the
-   * lock, and throws ERR_SHMBUS_LOCK_TIMEOUT if a live writer takes longer than
-   * the lock timeout (a preempted writer on a busy machine takes milliseconds).
-   */
-  private midUpdateWaiter(index: number): () => boolean {
-    let spins = 0;
-    let deadline = 0;
-    return () => {
-      if (++spins < SEQLOCK_SPINS) return true;
-      const now = performance.now();
-      if (deadline === 0) deadline = now + this.options.lockTimeoutMs;
-      const holder = Atomics.load(this.segment.i32, DIR_LOCK_OFFSET / WORD);
-      if (holder === 0 || (holder !== process.pid && !isProcessAlive(holder))) {
-        // No live writer: the entry was left mid-update by one that died; the next registration repairs it.
-        if (spins > SEQLOCK_SPINS * 2) return false;
-      } else if (now > deadline) {
-        throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: entry ${index} stayed mid-update for ${this.options.lockTimeoutMs} ms while pid ${holder} held the lock`);
-      }
-      sleepSync(1);
-      return true;
-    };
-  }
-
-
-
-  private readName(index: number, length: number): string {
-    const u8 = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, length);
-    return String.fromCharCode(...u8);
+    return readNameAt(this.segment, index, generation, this.options.lockTimeoutMs);
   }
 
   /** Find the live entry named `name`; null if there is none. Lock-free. */
@@ -328,6 +203,26 @@ export class Directory {
     }
   }
 
+  /**
+   * {@link register} for the event loop: while a live process holds the lock,
+   * it waits with timers instead of sleeping the thread. Same errors.
+   */
+  async registerAsync(registration: Registration, prepare: (previous: EntryInfo | null) => void): Promise<EntryInfo> {
+    for (;;) {
+      await this.lockAsync();
+      if (this.removed) {
+        this.unlock();
+        this.refresh();
+        continue;
+      }
+      try {
+        return this.registerLocked(registration, prepare);
+      } finally {
+        this.unlock();
+      }
+    }
+  }
+
   private registerLocked(registration: Registration, prepare: (previous: EntryInfo | null) => void): EntryInfo {
     const count = this.entryCount;
     let free = -1;
@@ -345,34 +240,13 @@ export class Directory {
       previous = info;
       break;
     }
-    const index = previous !== null ? previous.index : free;
+    const index = previous !== null ? previous.index : free >= 0 ? free : this.reclaimDeadLocked();
     if (index < 0) {
-      throw new BusError('ERR_SHMBUS_DIRECTORY_FULL', `namespace "${this.options.namespace}" has all ${count} directory entries in use`);
+      throw new BusError('ERR_SHMBUS_DIRECTORY_FULL', `namespace "${this.options.namespace}" has all ${count} directory entries in use by live processes`);
     }
     prepare(previous);
+    writeEntry(this.segment, index, registration);
     const u32 = this.segment.u32;
-    const base = entryOffset(index) / WORD;
-    const g = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-    // SYNC POINT: entry published (writer: odd generation first).
-    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 1) >>> 0);
-    const startTime = processStartTime(process.pid);
-    Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, process.pid);
-    Atomics.store(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD, startTime >>> 0);
-    Atomics.store(u32, base + ENTRY_OWNER_START_TIME_OFFSET / WORD + 1, Math.floor(startTime / 0x1_0000_0000));
-    Atomics.store(u32, base + ENTRY_FLAGS_OFFSET / WORD, registration.flags);
-    Atomics.store(u32, base + ENTRY_DOORBELL_KIND_OFFSET / WORD, registration.doorbellKind);
-    Atomics.store(u32, base + ENTRY_DOORBELL_PORT_OFFSET / WORD, registration.doorbellPort);
-    Atomics.store(u32, base + ENTRY_SLOT_SIZE_OFFSET / WORD, registration.slotSize);
-    Atomics.store(u32, base + ENTRY_CAPACITY_OFFSET / WORD, registration.capacity);
-    Atomics.store(u32, base + ENTRY_METRICS_PORT_OFFSET / WORD, registration.metricsPort ?? 0);
-    const name = registration.name;
-    const nameBytes = new Uint8Array(this.segment.buffer, entryOffset(index) + ENTRY_NAME_OFFSET, MAX_NAME_LENGTH);
-    nameBytes.fill(0);
-    for (let k = 0; k < name.length; k++) nameBytes[k] = name.charCodeAt(k);
-    Atomics.store(u32, base + ENTRY_NAME_LENGTH_OFFSET / WORD, name.length);
-    Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_ACTIVE);
-    // SYNC POINT: entry published (writer: even generation last).
-    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 2) >>> 0);
     Atomics.add(u32, DIR_REGISTRATIONS_OFFSET / WORD, 1);
     if (previous !== null) Atomics.add(u32, DIR_TAKEOVERS_OFFSET / WORD, 1);
     return this.read(index)!;
@@ -390,7 +264,7 @@ export class Directory {
       const u32 = this.segment.u32;
       const base = entryOffset(index) / WORD;
       if (Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD) !== generation) return false;
-      this.freeLocked(index, generation);
+      freeEntry(this.segment, index, generation);
       cleanup();
       this.removeIfEmptyLocked();
       return true;
@@ -410,7 +284,7 @@ export class Directory {
       const reaped: EntryInfo[] = [];
       for (const entry of this.entries()) {
         if (isProcessAlive(entry.ownerPid, entry.ownerStartTime)) continue;
-        this.freeLocked(entry.index, entry.generation);
+        freeEntry(this.segment, entry.index, entry.generation);
         cleanup(entry);
         reaped.push(entry);
       }
@@ -421,13 +295,26 @@ export class Directory {
     }
   }
 
-  private freeLocked(index: number, generation: number): void {
-    const u32 = this.segment.u32;
-    const base = entryOffset(index) / WORD;
-    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 1) >>> 0);
-    Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
-    Atomics.store(u32, base + ENTRY_OWNER_PID_OFFSET / WORD, 0);
-    Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (generation + 2) >>> 0);
+  /**
+   * Every entry is taken: free the first one whose owner has died (its pid is
+   * gone, or runs another process: the start time differs) and remove its
+   * inbox file, so that an open never fails for entries only dead processes
+   * hold. The relay's entry is kept: its inbox holds frames in transit, for
+   * its restart. Returns the freed index, or -1 if every owner is alive.
+   */
+  private reclaimDeadLocked(): number {
+    const count = this.entryCount;
+    for (let i = 0; i < count; i++) {
+      const info = this.read(i);
+      if (info === null) return i;
+      if ((info.flags & ENTRY_FLAG_RELAY) !== 0 || isProcessAlive(info.ownerPid, info.ownerStartTime)) continue;
+      // Free first (generation + 2), so frames of the dead endpoint are not named after the next owner.
+      freeEntry(this.segment, i, info.generation);
+      unlinkQuiet(join(this.options.dir, inboxFileName(this.options.namespace, info.name)));
+      debug('directory full: reclaimed entry %d of "%s" (dead pid %d)', i, info.name, info.ownerPid);
+      return i;
+    }
+    return -1;
   }
 
   private removeIfEmptyLocked(): void {
@@ -446,48 +333,18 @@ export class Directory {
     }
   }
 
-  /** Take the registry lock, taking it over from a dead holder. */
+  /** Take the registry lock, taking it over from a dead holder (blocks the thread while a live process holds it). */
   private lock(): void {
-    const i32 = this.segment.i32;
-    const word = DIR_LOCK_OFFSET / WORD;
-    const me = process.pid;
-    // The timeout is per holder: queued behind many short holders (a burst of registrations) is not a stuck lock.
-    let deadline = performance.now() + this.options.lockTimeoutMs;
-    let lastHolder = 0;
-    for (let spins = 0; ; spins++) {
-      const holder = Atomics.compareExchange(i32, word, 0, me);
-      if (holder === 0) return;
-      if (holder !== lastHolder) {
-        lastHolder = holder;
-        deadline = performance.now() + this.options.lockTimeoutMs;
-      }
-      // A holder with our own pid is another thread of this process (a worker): wait for it like any live holder.
-      if (holder !== me && !isProcessAlive(holder) && Atomics.compareExchange(i32, word, holder, me) === holder) {
-        this.repairLocked();
-        return;
-      }
-      if (performance.now() > deadline) {
-        throw new BusError('ERR_SHMBUS_LOCK_TIMEOUT', `${this.path}: directory lock held by live pid ${holder} for more than ${this.options.lockTimeoutMs} ms`);
-      }
-      if (spins > 100) sleepSync(1);
-    }
+    lockDirectory(this.segment, this.options.lockTimeoutMs);
+  }
+
+  /** {@link lock} without blocking the event loop: between tries it waits on a timer. */
+  private async lockAsync(): Promise<void> {
+    await lockDirectoryAsync(() => this.segment, this.options.lockTimeoutMs);
   }
 
   private unlock(): void {
-    Atomics.store(this.segment.i32, DIR_LOCK_OFFSET / WORD, 0);
-  }
-
-  /** After taking the lock from a dead holder: free any entry it left mid-update. */
-  private repairLocked(): void {
-    const u32 = this.segment.u32;
-    const count = this.entryCount;
-    for (let i = 0; i < count; i++) {
-      const base = entryOffset(i) / WORD;
-      const g = Atomics.load(u32, base + ENTRY_GENERATION_OFFSET / WORD);
-      if ((g & 1) === 0) continue;
-      Atomics.store(u32, base + ENTRY_STATE_OFFSET / WORD, ENTRY_STATE_FREE);
-      Atomics.store(u32, base + ENTRY_GENERATION_OFFSET / WORD, (g + 1) >>> 0);
-    }
+    unlockDirectory(this.segment);
   }
 
   /** Unmap (idempotent). */

@@ -13,7 +13,7 @@ export const ERROR_TABLE = {
   ERR_SHMBUS_UNKNOWN_DESTINATION: 'No live endpoint of that name is registered in the namespace.',
   ERR_SHMBUS_FRAME_TOO_LARGE: 'The payload is larger than the destination inbox accepts (its maxMessageSize).',
   ERR_SHMBUS_NAME_IN_USE: 'A live process already owns an endpoint of that name.',
-  ERR_SHMBUS_DIRECTORY_FULL: 'Every entry of the namespace directory is taken.',
+  ERR_SHMBUS_DIRECTORY_FULL: 'Every entry of the namespace directory is taken by a live process (entries of dead owners are reclaimed first).',
   ERR_SHMBUS_NOT_A_SEGMENT: 'The file is not a shmbus segment (wrong magic or kind, truncated, or never finished).',
   ERR_SHMBUS_LAYOUT_MISMATCH: 'The segment was written by another layout version of shmbus.',
   ERR_SHMBUS_CORRUPT_SEGMENT: 'A shmbus segment holds values that cannot be valid (sizes, counts, lengths).',
@@ -27,6 +27,11 @@ export const ERROR_TABLE = {
   ERR_SHMBUS_CLAIM_RECLAIMED: 'Layout 1 only (no longer raised): a producer stalled between claim and commit past the reclaim timeout lost its slot.',
   ERR_SHMBUS_INVALID_PAYLOAD: 'The payload is not bytes (an ArrayBufferView or ArrayBuffer) or a string; nothing was sent.',
   ERR_SHMBUS_NO_LANE: 'Every lane of the destination inbox is held by a live producer (the destination should open with more lanes).',
+  ERR_SHMBUS_ADDON_MISSING: 'The native addon was not found (no source build, no prebuilt binary for this platform) or could not be loaded; the message names the command that fixes it.',
+  ERR_SHMBUS_PROTOCOL: 'A peer relay broke the wire protocol (docs/PROTOCOL.md); `wireCode` is the ERROR code sent back before closing.',
+  ERR_SHMBUS_ABORTED: 'The operation was aborted by its AbortSignal; nothing was sent. `cause` holds the signal\'s reason; `name` is "AbortError".',
+  ERR_SHMBUS_WAIT_TIMEOUT: 'The awaited endpoint was not registered (by a live process) within `timeoutMs`.',
+  ERR_SHMBUS_INVALID_JSON: 'The payload of the frame is not valid JSON (as UTF-8 text); `cause` holds the parser\'s error.',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
@@ -43,6 +48,31 @@ export class BusError extends Error {
   override get name(): string {
     return `BusError [${this.code}]`;
   }
+}
+
+/**
+ * An operation aborted by its AbortSignal (code ERR_SHMBUS_ABORTED). Its
+ * `name` is "AbortError", as for the web platform's and Node's own aborted
+ * operations, and `cause` is the signal's reason.
+ */
+export class BusAbortError extends BusError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SHMBUS_ABORTED', message, options);
+  }
+
+  override get name(): string {
+    return 'AbortError';
+  }
+}
+
+/** Throw a {@link BusAbortError} ("<what> <target> was aborted") if `signal` has aborted. */
+export function throwIfAborted(signal: AbortSignal | undefined, what: string, target = ''): void {
+  if (signal?.aborted === true) throw abortError(signal, what, target);
+}
+
+/** The {@link BusAbortError} of an aborted `signal`. */
+export function abortError(signal: AbortSignal, what: string, target = ''): BusAbortError {
+  return new BusAbortError(`${what}${target === '' ? '' : ` ${target}`} was aborted`, { cause: signal.reason });
 }
 
 /** A system call failed in the addon. */

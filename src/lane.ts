@@ -24,6 +24,7 @@
  */
 import { BusError } from './errors';
 import { heavyBarrier, LIGHT_FENCES } from './barrier';
+import { copyBytes, dataViewOf } from './copy';
 import { claimLane, setLaneAside, type LaneOwner } from './lane-owner';
 import { addSharedU64, OFFER_FULL, OFFER_OK, OFFER_OK_RING, type OfferResult, type ProducerStamp } from './frame';
 import {
@@ -73,6 +74,10 @@ export class LaneProducer {
   private readonly i32: Int32Array;
   private readonly u32: Uint32Array;
   private readonly bytes: Uint8Array;
+  private readonly bytesView: DataView;
+  /** The last source written from and its DataView (the relay writes many frames from one message). */
+  private source: Uint8Array | null = null;
+  private sourceView: DataView = new DataView(new ArrayBuffer(0));
   private readonly mask: number;
   private readonly slotWords: number;
   /** Word index of slot 0 of this lane. */
@@ -88,13 +93,14 @@ export class LaneProducer {
   /** The consumer's head as last read: there is room for at least capacity - (tail - cachedHead) slots. */
   private cachedHead: number;
   private released = false;
-  /** The tail after the frame {@link prepare} wrote. */
+  /** The tail once what {@link prepare} wrote is published (= tail when nothing is prepared). */
   private prepared = 0;
 
   private constructor(buffer: ArrayBuffer, lane: number, pid: number) {
     this.i32 = new Int32Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.bytes = new Uint8Array(buffer);
+    this.bytesView = dataViewOf(this.bytes);
     const u32 = this.u32;
     this.slotSize = u32[INBOX_SLOT_SIZE_OFFSET / WORD]!;
     this.capacity = u32[INBOX_CAPACITY_OFFSET / WORD]!;
@@ -113,6 +119,7 @@ export class LaneProducer {
     this.stateWord = base + LANE_STATE_OFFSET / WORD;
     this.spaceWord = base + LANE_SPACE_WANTED_OFFSET / WORD;
     this.tail = Atomics.load(u32, this.tailWord);
+    this.prepared = this.tail;
     this.cachedHead = Atomics.load(u32, this.headWord);
   }
 
@@ -187,14 +194,15 @@ export class LaneProducer {
     const length = payload.length + (prefix === undefined ? 0 : prefix.length);
     if (length <= this.maxPayload) {
       if (!this.hasRoom(1)) return OFFER_FULL;
-      this.writeSlot(this.tail, stamp, destinationIndex, sequence, payload, prefix, length);
+      this.writeSlot(this.tail, stamp, destinationIndex, sequence, prefix, payload, 0, payload.length);
       this.tail = (this.tail + 1) >>> 0;
     } else {
       const slots = this.slotsFor(length);
       if (!this.hasRoom(slots)) return OFFER_FULL;
-      this.writeMessage(stamp, destinationIndex, sequence, payload, prefix, length, slots);
+      this.writeMessage(this.tail, stamp, destinationIndex, sequence, prefix, payload, 0, payload.length, slots);
       this.tail = (this.tail + slots) >>> 0;
     }
+    this.prepared = this.tail;
     return this.publish() ? OFFER_OK_RING : OFFER_OK;
   }
 
@@ -205,12 +213,25 @@ export class LaneProducer {
    * between the two (§7.18).
    */
   prepare(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix?: Uint8Array): number {
-    const length = payload.length + (prefix === undefined ? 0 : prefix.length);
-    const slots = this.slotsFor(length);
-    if (!this.hasRoom(slots)) return -1;
-    if (slots === 1) this.writeSlot(this.tail, stamp, destinationIndex, sequence, payload, prefix, length);
-    else this.writeMessage(stamp, destinationIndex, sequence, payload, prefix, length, slots);
-    this.prepared = (this.tail + slots) >>> 0;
+    return this.prepareFrom(stamp, destinationIndex, sequence, prefix, payload, 0, payload.length);
+  }
+
+  /**
+   * Like {@link prepare} for the payload `source[offset, offset + length)`
+   * (a received message, no view made). Several frames may be prepared one
+   * after another and published by one {@link publishPrepared}.
+   */
+  prepareFrom(stamp: ProducerStamp, destinationIndex: number, sequence: number, prefix: Uint8Array | undefined, source: Uint8Array, offset: number, length: number): number {
+    const total = length + (prefix === undefined ? 0 : prefix.length);
+    const slots = this.slotsFor(total);
+    const used = ((this.prepared - this.cachedHead) >>> 0) + slots;
+    if (used > this.capacity) {
+      this.refreshHead();
+      if (((this.prepared - this.cachedHead) >>> 0) + slots > this.capacity) return -1;
+    }
+    if (slots === 1) this.writeSlot(this.prepared, stamp, destinationIndex, sequence, prefix, source, offset, length);
+    else this.writeMessage(this.prepared, stamp, destinationIndex, sequence, prefix, source, offset, length, slots);
+    this.prepared = (this.prepared + slots) >>> 0;
     return this.prepared;
   }
 
@@ -218,6 +239,11 @@ export class LaneProducer {
   publishPrepared(): boolean {
     this.tail = this.prepared;
     return this.publish();
+  }
+
+  /** Frames prepared and not yet published: none after this (their slots are written over later). */
+  dropPrepared(): void {
+    this.prepared = this.tail;
   }
 
   /** The lane's published position as this producer knows it (its only writer). */
@@ -243,10 +269,11 @@ export class LaneProducer {
     let tail = this.tail;
     for (let k = 0; k < n; k++) {
       const payload = payloads[start + k]!;
-      this.writeSlot(tail, stamp, destinationIndex, (sequence + k) >>> 0, payload, undefined, payload.length);
+      this.writeSlot(tail, stamp, destinationIndex, (sequence + k) >>> 0, undefined, payload, 0, payload.length);
       tail = (tail + 1) >>> 0;
     }
     this.tail = tail;
+    this.prepared = tail;
     this.mustRing = this.publish();
     return n;
   }
@@ -269,34 +296,42 @@ export class LaneProducer {
     u32[base + SLOT_MARK_OFFSET / WORD] = 0;
   }
 
-  private writeSlot(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number): void {
+  private writeSlot(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, prefix: Uint8Array | undefined, source: Uint8Array, offset: number, n: number): void {
     const base = this.slotBase(position);
     const bytes = this.bytes;
     let at = base * WORD + SLOT_HEADER_LENGTH;
+    const length = n + (prefix === undefined ? 0 : prefix.length);
     this.writeHeader(base, stamp.flags, stamp, destinationIndex, sequence, length, length);
     if (prefix !== undefined) {
-      bytes.set(prefix, at);
-      at += prefix.length;
+      const p = prefix.length;
+      for (let k = 0; k < p; k++) bytes[at + k] = prefix[k]!;
+      at += p;
     }
-    const n = payload.length;
     if (n <= 16) {
-      for (let k = 0; k < n; k++) bytes[at + k] = payload[k]!;
+      for (let k = 0; k < n; k++) bytes[at + k] = source[offset + k]!;
+    } else if (offset === 0 && n === source.length) {
+      bytes.set(source, at); // a whole payload (the Bus): no view to make
     } else {
-      bytes.set(payload, at);
+      if (source !== this.source) {
+        this.source = source;
+        this.sourceView = dataViewOf(source);
+      }
+      copyBytes(source, this.sourceView, offset, bytes, this.bytesView, at, n);
     }
   }
 
   /**
-   * Write a message of `length` bytes — the prefix then the payload, one byte
-   * stream — over `slots` consecutive slots from the tail (not published).
-   * Each slot but the last holds maxPayload bytes of the stream.
+   * Write a message — the prefix then `source[offset, offset + n)`, one byte
+   * stream of `length` bytes — over `slots` consecutive slots from
+   * `position` (not published). Each slot but the last holds maxPayload bytes.
    */
-  private writeMessage(stamp: ProducerStamp, destinationIndex: number, sequence: number, payload: Uint8Array, prefix: Uint8Array | undefined, length: number, slots: number): void {
+  private writeMessage(position: number, stamp: ProducerStamp, destinationIndex: number, sequence: number, prefix: Uint8Array | undefined, source: Uint8Array, offset: number, n: number, slots: number): void {
     const bytes = this.bytes;
     const max = this.maxPayload;
     const prefixLength = prefix === undefined ? 0 : prefix.length;
+    const length = prefixLength + n;
     for (let k = 0; k < slots; k++) {
-      const base = this.slotBase((this.tail + k) >>> 0);
+      const base = this.slotBase((position + k) >>> 0);
       const from = k * max; // offset of this slot's first byte in the stream
       const here = k === slots - 1 ? length - from : max;
       this.writeHeader(base, k === 0 ? stamp.flags : stamp.flags | FRAME_FLAG_CONTINUATION, stamp, destinationIndex, sequence, here, length);
@@ -309,8 +344,8 @@ export class LaneProducer {
         written = end - from;
       }
       if (written < here) {
-        const payloadFrom = from + written - prefixLength;
-        bytes.set(payload.subarray(payloadFrom, payloadFrom + here - written), at + written);
+        const payloadFrom = offset + from + written - prefixLength;
+        bytes.set(source.subarray(payloadFrom, payloadFrom + here - written), at + written);
       }
     }
   }

@@ -108,17 +108,60 @@ export interface NativeBinding {
 
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { BusError } from './errors';
 
-/**
- * The addon is built by `npm install` (node-gyp rebuild) into build/Release at
- * the package root. This file runs from src/ (tsx) or from dist/src/ (compiled).
- */
-function locateAddon(): string {
-  const candidates = [join(__dirname, '..', 'build', 'Release', 'shmbus.node'), join(__dirname, '..', '..', 'build', 'Release', 'shmbus.node')];
-  for (const candidate of candidates) if (existsSync(candidate)) return candidate;
-  throw new Error(`shmbus: native addon not built (looked for ${candidates.join(', ')}); run npm install`);
+/** node-gyp-build's loader: `resolve(root)` names the binary it would load, or throws "No native build was found ...". */
+interface NodeGypBuild {
+  resolve(root: string): string;
 }
 
-const binding = require(locateAddon()) as NativeBinding;
+/**
+ * The package root: this file runs from src/ (tsx, a checkout) or from
+ * dist/src/ (compiled, an installed package). The root is the folder that
+ * holds binding.gyp (shipped in the package for the source-build fallback).
+ */
+export function packageRoot(): string {
+  const up = join(__dirname, '..');
+  return existsSync(join(up, 'binding.gyp')) ? up : join(up, '..');
+}
+
+/** What fixes a missing or unloadable addon, in every message that reports one. */
+export const ADDON_FIX =
+  'run `npm rebuild shmbus` in the project that depends on shmbus (it uses the prebuilt binary, or builds the addon from source: python3, make and a C++17 compiler), or `npm install` in a checkout of shmbus';
+
+/**
+ * Load the addon the way node-gyp-build does: build/Release/shmbus.node (a
+ * source build: `npm install` in a checkout, or the fallback when no prebuild
+ * matched), else the matching prebuilds/<platform>-<arch>/ binary shipped in
+ * the package (`npm run prebuild`). `SHMBUS_PREBUILD=<dir>` makes it look in
+ * <dir> instead of the package root (node-gyp-build's own override).
+ *
+ * Throws a BusError `ERR_SHMBUS_ADDON_MISSING` naming what was looked for and
+ * the command that fixes it, when there is no binary for this platform (e.g.
+ * installed with `--ignore-scripts` where no prebuild matches) or the one found
+ * cannot be loaded; the original error is the `cause`.
+ */
+export function loadAddon(root: string = packageRoot()): NativeBinding {
+  const loader = require('node-gyp-build') as NodeGypBuild;
+  const where = `${process.platform}-${process.arch}, Node ${process.versions.node}`;
+  let file: string;
+  try {
+    file = loader.resolve(root);
+  } catch (err) {
+    const dir = process.env.SHMBUS_PREBUILD || root;
+    throw new BusError(
+      'ERR_SHMBUS_ADDON_MISSING',
+      `shmbus: the native addon is missing for ${where} (looked for ${join(dir, 'build', 'Release', 'shmbus.node')} and a matching binary in ${join(dir, 'prebuilds')}); to fix it, ${ADDON_FIX}`,
+      { cause: err },
+    );
+  }
+  try {
+    return require(file) as NativeBinding;
+  } catch (err) {
+    throw new BusError('ERR_SHMBUS_ADDON_MISSING', `shmbus: the native addon ${file} cannot be loaded on ${where}: ${(err as Error).message}; to fix it, ${ADDON_FIX}`, { cause: err });
+  }
+}
+
+const binding = loadAddon();
 
 export default binding;

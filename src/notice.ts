@@ -7,14 +7,11 @@ import {
   MAX_ADDRESS_LENGTH,
   NOTICE_ADDRESS_OFFSET,
   NOTICE_KIND_OFFSET,
-  NOTICE_REASON_EXPIRED,
   NOTICE_REASON_OFFSET,
-  NOTICE_REASON_TOO_LARGE,
-  NOTICE_REASON_UNKNOWN_DESTINATION,
-  NOTICE_REASON_UNKNOWN_HOST,
   NOTICE_SEQUENCE_OFFSET,
   NOTICE_UNDELIVERABLE,
 } from './layout';
+import { OUTCOME_TABLE, outcomeName } from './outcome';
 
 /** What a notice is read from: a received frame (the Bus's copy). */
 interface NoticeFrame {
@@ -22,13 +19,10 @@ interface NoticeFrame {
   readonly payload: Uint8Array;
 }
 
-/** Reasons in an undeliverable notice (the relay's ACK status codes, docs/PROTOCOL.md). */
-export const NOTICE_REASONS: Readonly<Record<number, string>> = Object.freeze({
-  [NOTICE_REASON_UNKNOWN_DESTINATION]: 'UNKNOWN_DESTINATION',
-  [NOTICE_REASON_EXPIRED]: 'EXPIRED',
-  [NOTICE_REASON_TOO_LARGE]: 'TOO_LARGE',
-  [NOTICE_REASON_UNKNOWN_HOST]: 'UNKNOWN_HOST',
-});
+/** Reasons in an undeliverable notice: the undeliverable outcomes of src/outcome.ts (the relay's ACK statuses, plus UNKNOWN_HOST). */
+export const NOTICE_REASONS: Readonly<Record<number, string>> = Object.freeze(
+  Object.fromEntries(Object.entries(OUTCOME_TABLE).filter(([, o]) => o.notice).map(([code, o]) => [Number(code), o.name])),
+);
 
 /** What a relay notice frame says. */
 export interface Notice {
@@ -51,7 +45,7 @@ export function parseNotice(frame: NoticeFrame): Notice | null {
   const view = new DataView(p.buffer, p.byteOffset, p.byteLength);
   return {
     kind: 'undeliverable',
-    reason: NOTICE_REASONS[p[NOTICE_REASON_OFFSET]!] ?? `REASON_${p[NOTICE_REASON_OFFSET]}`,
+    reason: outcomeName(p[NOTICE_REASON_OFFSET]!),
     sequence: view.getUint32(NOTICE_SEQUENCE_OFFSET, true),
     destination: String.fromCharCode(...p.subarray(NOTICE_ADDRESS_OFFSET + 1, NOTICE_ADDRESS_OFFSET + 1 + n)),
   };

@@ -50,6 +50,12 @@ export interface BusOptions {
   directoryEntries?: number;
   /** How long to wait for the directory lock held by a live process (ms, default 2000). */
   lockTimeoutMs?: number;
+  /**
+   * Close on SIGTERM / SIGINT when the application has no listener of its own
+   * for that signal, then let the signal end the process as it would have
+   * (default true; see README, "Exits and signals").
+   */
+  handleSignals?: boolean;
 }
 
 export interface ResolvedBusOptions {
@@ -63,6 +69,7 @@ export interface ResolvedBusOptions {
   readonly mode: number;
   readonly directoryEntries: number;
   readonly lockTimeoutMs: number;
+  readonly handleSignals: boolean;
 }
 
 function invalid(option: string, expected: string, received: unknown): BusError {
@@ -113,6 +120,11 @@ export function validateEntryCount(value: unknown, option = 'directoryEntries'):
   return value;
 }
 
+export function validateBoolean(value: unknown, option: string): boolean {
+  if (typeof value !== 'boolean') throw invalid(option, 'true or false', value);
+  return value;
+}
+
 export function validateLanes(value: unknown, option = 'lanes'): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < MIN_LANES || value > MAX_LANES) throw invalid(option, `an integer in [${MIN_LANES}, ${MAX_LANES}]`, value);
   return value;
@@ -140,7 +152,7 @@ export function validateMaxMessageSize(value: unknown, slotSize: number, capacit
 export function resolveBusOptions(options: unknown): ResolvedBusOptions {
   if (options === null || typeof options !== 'object') throw invalid('options', 'an object', options);
   const o = options as Record<string, unknown>;
-  const known = new Set(['name', 'namespace', 'dir', 'slotSize', 'capacity', 'lanes', 'maxMessageSize', 'mode', 'directoryEntries', 'lockTimeoutMs']);
+  const known = new Set(['name', 'namespace', 'dir', 'slotSize', 'capacity', 'lanes', 'maxMessageSize', 'mode', 'directoryEntries', 'lockTimeoutMs', 'handleSignals']);
   for (const key of Object.keys(o)) {
     if (!known.has(key)) throw invalid(key, `absent (unknown option; known: ${[...known].join(', ')})`, o[key]);
   }
@@ -158,5 +170,6 @@ export function resolveBusOptions(options: unknown): ResolvedBusOptions {
     mode: validateMode(o.mode ?? DEFAULT_MODE),
     directoryEntries: validateEntryCount(o.directoryEntries ?? DEFAULT_DIR_ENTRY_COUNT),
     lockTimeoutMs: validateDurationMs(o.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS, 'lockTimeoutMs'),
+    handleSignals: validateBoolean(o.handleSignals ?? true, 'handleSignals'),
   });
 }

@@ -11,7 +11,7 @@
 import { join } from 'node:path';
 import { BusError } from './errors';
 import { generationWord, type Directory, type EntryInfo } from './directory';
-import { FutexSleeper } from './doorbell';
+import { FutexSleeper, ring } from './doorbell';
 import { LaneProducer, type LaneOwner } from './lane';
 import { RELAY_ENDPOINT_NAME, SEGMENT_KIND_INBOX, inboxFileName } from './layout';
 import { validateName } from './options';
@@ -129,4 +129,13 @@ export class Routes {
   close(): void {
     for (const route of [...this.cache.values()]) this.drop(route);
   }
+}
+
+/**
+ * Ring the consumer of `route`'s inbox: call after a publish that returned
+ * "must ring" (OFFER_OK_RING, or publishPrepared() true). The Bus and the
+ * relay both write as offer (or prepare + publish), then ring with this.
+ */
+export function ringRoute(route: Route): void {
+  ring(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
 }

@@ -8,11 +8,11 @@
  * element type), an ArrayBuffer, or a string (sent as UTF-8). Anything else
  * throws ERR_SHMBUS_INVALID_PAYLOAD before a byte is written.
  */
-import { BusError, describeValue, isBusError } from './errors';
-import { ring as ringDoorbell, FutexSleeper } from './doorbell';
+import { BusError, describeValue, isBusError, throwIfAborted } from './errors';
+import { FutexSleeper } from './doorbell';
 import { addU64, OFFER_FULL, OFFER_OK_RING, type ProducerStamp } from './frame';
 import { INBOX_SEND_REFUSED_OFFSET, INBOX_SENT_OFFSET, RELAY_ENDPOINT_NAME } from './layout';
-import type { Route, Routes } from './routes';
+import { ringRoute, type Route, type Routes } from './routes';
 import { isProcessAlive } from './segment';
 
 /** What a send accepts. */
@@ -22,7 +22,7 @@ export type Payload = ArrayBufferView | ArrayBuffer | string;
 export interface SendAsyncOptions {
   /** Give up (resolve false) after this long. Default 1000 ms. */
   timeoutMs?: number;
-  /** Abort the wait: the promise rejects with the signal's reason, nothing is sent. */
+  /** Abort the wait: the promise rejects with a BusAbortError (code ERR_SHMBUS_ABORTED, `cause` = the signal's reason); nothing is sent. */
   signal?: AbortSignal;
 }
 
@@ -176,7 +176,7 @@ export class Sender {
     }
     if (written > 0) {
       addU64(this.origin.counters, INBOX_SENT_OFFSET, written);
-      if (ring) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+      if (ring) ringRoute(route);
     }
     if (written < count) this.refused(route, count - written);
     return written;
@@ -185,7 +185,8 @@ export class Sender {
   /**
    * Like {@link send}, but when the lane is full wait for room (the consumer
    * wakes this sender when it frees slots of its lane), up to `timeoutMs`.
-   * Resolves true when sent, false on timeout (the refusal is counted).
+   * Resolves true when sent, false on timeout (the refusal is counted);
+   * rejects with ERR_SHMBUS_ABORTED (a BusAbortError) when `signal` aborts.
    */
   async sendAsync(payload: Payload, options: SendAsyncOptions = {}): Promise<boolean> {
     const timeoutMs = options.timeoutMs ?? 1000;
@@ -196,7 +197,7 @@ export class Sender {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new BusError('ERR_SHMBUS_INVALID_OPTION', `option "signal" must be an AbortSignal; received ${describeValue(signal)}`);
     }
-    signal?.throwIfAborted();
+    throwIfAborted(signal, 'send to', this.destination);
     const bytes = toBytes(payload);
     const deadline = performance.now() + timeoutMs;
     for (;;) {
@@ -210,7 +211,7 @@ export class Sender {
       }
       const remaining = deadline - performance.now();
       if (remaining <= 0 || signal?.aborted === true) route.lane.endSpaceWait();
-      signal?.throwIfAborted();
+      throwIfAborted(signal, 'send to', this.destination);
       if (remaining <= 0) return this.refused(route, 1);
       const prefixLength = this.prefix === undefined ? 0 : this.prefix.length;
       const head = route.lane.prepareSpaceWait(route.lane.slotsFor(bytes.length + prefixLength));
@@ -224,7 +225,7 @@ export class Sender {
   private sent(route: Route, n: number, mustRing: boolean): void {
     this.origin.sequence = (this.origin.sequence + n) >>> 0;
     addU64(this.origin.counters, INBOX_SENT_OFFSET, n);
-    if (mustRing) ringDoorbell(route.entry.doorbellKind, route.segment.buffer, route.entry.doorbellPort);
+    if (mustRing) ringRoute(route);
   }
 
   /** Count `n` refused frames on both sides; throw instead if the destination's owner died. */

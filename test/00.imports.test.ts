@@ -53,4 +53,36 @@ layers('src/ never imports relay/, demo/, bench/ or test/', () => {
   }
 });
 
+layers('relay/ reaches the library only through its internal entry (src/internal.ts) or the public one', () => {
+  for (const file of sources('relay')) {
+    const reached = imports(file).filter((i) => i.startsWith('../src/') && i !== '../src/internal' && i !== '../src/index');
+    assert.equal(reached, [], `${file} imports ${reached.join(', ')}`);
+  }
+});
+
+layers('no module of relay/ imports, directly or through others, a module that imports it (no call climbs back)', () => {
+  const graph = new Map(sources('relay').map((f) => [f, imports(f).filter((i) => i.startsWith('./')).map((i) => `relay/${i.slice(2)}.ts`)]));
+  const state = new Map<string, 'open' | 'done'>();
+  const path: string[] = [];
+  const visit = (file: string): void => {
+    if (state.get(file) === 'done') return;
+    if (state.get(file) === 'open') assert.unreachable(`import cycle: ${[...path.slice(path.indexOf(file)), file].join(' -> ')}`);
+    state.set(file, 'open');
+    path.push(file);
+    for (const next of graph.get(file) ?? []) visit(next);
+    path.pop();
+    state.set(file, 'done');
+  };
+  for (const file of graph.keys()) visit(file);
+  assert.ok(graph.size >= 10, `relay/ has its modules (${graph.size})`);
+});
+
+layers('one job per file: no module of src/ or relay/ is much over 400 lines', () => {
+  const long = [...sources('src'), ...sources('relay')]
+    .map((f) => [f, readFileSync(join(ROOT, f), 'utf8').split('\n').length] as const)
+    .filter(([, n]) => n > 440)
+    .map(([f, n]) => `${f} (${n} lines)`);
+  assert.equal(long, []);
+});
+
 layers.run();

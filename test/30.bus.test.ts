@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { closeSync, openSync, readFileSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { Bus, type BusOptions } from '../src/index';
+import { Bus, BusAbortError, isBusError, type BusOptions } from '../src/index';
 import type { FrameView } from '../src/frame';
 import {
   CREATOR_PID_OFFSET,
@@ -174,6 +174,7 @@ for (const [label, extra, option] of [
   ['a maxMessageSize of 0', { maxMessageSize: 0 }, 'maxMessageSize'],
   ['a fractional maxMessageSize', { maxMessageSize: 100.5 }, 'maxMessageSize'],
   ['a maxMessageSize longer than a whole lane', { slotSize: 64, capacity: 4, maxMessageSize: 4 * (64 - SLOT_HEADER_LENGTH) + 1 }, 'maxMessageSize'],
+  ['handleSignals given as a string', { handleSignals: 'yes' }, 'handleSignals'],
 ] as const) {
   options(`refuses ${label}, naming the option`, async () => {
     const dir = shmDir();
@@ -733,7 +734,7 @@ waiting('sendToLocalAsync resolves false at its timeout, counted as refused, wri
   await closeAll();
 });
 
-waiting('sendToLocalAsync rejects with the reason of an aborted signal, writing nothing', async () => {
+waiting('sendToLocalAsync rejects with ERR_SHMBUS_ABORTED (an AbortError whose cause is the reason) when its signal aborts, writing nothing', async () => {
   const { open, closeAll } = context();
   const a = await open('a');
   const b = await open('b', { capacity: 2 });
@@ -742,19 +743,40 @@ waiting('sendToLocalAsync rejects with the reason of an aborted signal, writing 
   const earlyReason = new Error('aborted before the call');
   early.abort(earlyReason);
   const e1 = await deadline(a.sendToLocalAsync('b', bytes('x'), { signal: early.signal }).then(() => null, (err: unknown) => err), 5000, 'early abort');
-  assert.is(e1, earlyReason, 'an aborted signal refuses even when there is room');
+  assert.instance(e1, BusAbortError, 'an aborted signal refuses even when there is room');
+  assert.is((e1 as BusAbortError).code, 'ERR_SHMBUS_ABORTED');
+  assert.is((e1 as BusAbortError).name, 'AbortError');
+  assert.is((e1 as BusAbortError).cause, earlyReason);
   assert.is(b.recvFromLocal(), null);
 
   const n = fill(a, b);
   const late = new AbortController();
   const lateReason = new Error('aborted while waiting');
+  const started = performance.now();
   const pending = a.sendToLocalAsync('b', bytes('late'), { timeoutMs: 5000, signal: late.signal }).then(() => null, (err: unknown) => err);
-  late.abort(lateReason);
-  assert.is(await deadline(pending, 2000, 'abort while waiting'), lateReason);
+  setTimeout(() => late.abort(lateReason), 20);
+  const e2 = await deadline(pending, 2000, 'abort while waiting');
+  assert.ok(isBusError(e2, 'ERR_SHMBUS_ABORTED'), String(e2));
+  assert.is((e2 as Error).cause, lateReason);
+  assert.ok(performance.now() - started < 1000, 'settled at the abort, not at the timeout');
   const got: string[] = [];
   b.recvBatch((v) => got.push(text(v.payload)));
   assert.equal(got, Array.from({ length: n }, (_, i) => String(i)), 'the aborted frame was never written');
   assert.is(a.stats().sent, n);
+  await closeAll();
+});
+
+waiting('a sender handle\'s sendAsync takes the same signal', async () => {
+  const { open, closeAll } = context();
+  const a = await open('a');
+  const b = await open('b', { capacity: 2 });
+  fill(a, b);
+  const controller = new AbortController();
+  const pending = a.sender('b').sendAsync(bytes('late'), { timeoutMs: 5000, signal: controller.signal }).then(() => null, (err: unknown) => err);
+  controller.abort();
+  const err = await deadline(pending, 2000, 'abort');
+  assert.ok(isBusError(err, 'ERR_SHMBUS_ABORTED'), String(err));
+  assert.instance((err as Error).cause, DOMException, 'the default reason of abort()');
   await closeAll();
 });
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { inspect } from 'node:util';
 import { isBusError } from '../src/errors';
-import { ConfigError, describeConfigError, loadConfig, validateConfig, type ClusterConfig, type ConfigEnv } from '../src/config';
+import { ConfigError, describeConfigError, loadConfig, validateConfig, type ClusterConfig, type ConfigEnv } from '../relay/config';
 
 // A JSON document under test; `any` so cases can break it in any way.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -89,13 +89,14 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
     pendingFrames: 10_000,
     pendingBytes: 64 * MIB,
     ttlMs: 30_000,
-    unknownTargetMs: 1000,
+    unknownGraceMs: 2000,
     connectTimeoutMs: 2000,
     handshakeTimeoutMs: 2000,
     idleTimeoutMs: 30_000,
     backoffInitialMs: 50,
     backoffMaxMs: 5000,
     batchFrames: 256,
+    idleSpinUs: 200,
     ackTimeoutMs: 40000,
     maxMessageBytes: 16 * MIB,
   });
@@ -243,6 +244,7 @@ valid('accepts every limit at both ends of its range', () => {
     ['handshakeTimeoutMs', 1, 3_600_000],
     ['idleTimeoutMs', 1, 3_600_000],
     ['batchFrames', 1, 65535],
+    ['idleSpinUs', 0, 1_000_000],
     ['ackTimeoutMs', 2, 172_800_000],
     ['maxMessageBytes', 64 * KIB, 256 * MIB],
   ];
@@ -262,12 +264,12 @@ valid('accepts every limit at both ends of its range', () => {
 valid('the unknown-target grace is at most the TTL, and follows a TTL shorter than its default', () => {
   write('cluster.secret', SECRET);
   const raw = minimal();
-  raw.limits = { ttlMs: 5000, unknownTargetMs: 6000 };
-  assert.is(refused(() => validate(raw)).field, 'limits.unknownTargetMs');
+  raw.limits = { ttlMs: 5000, unknownGraceMs: 6000 };
+  assert.is(refused(() => validate(raw)).field, 'limits.unknownGraceMs');
   raw.limits = { ttlMs: 300 };
-  assert.is(validate(raw).limits.unknownTargetMs, 300);
-  raw.limits = { ttlMs: 5000, unknownTargetMs: 5000 };
-  assert.is(validate(raw).limits.unknownTargetMs, 5000);
+  assert.is(validate(raw).limits.unknownGraceMs, 300);
+  raw.limits = { ttlMs: 5000, unknownGraceMs: 5000 };
+  assert.is(validate(raw).limits.unknownGraceMs, 5000);
 });
 
 valid('refuses an ack timeout not longer than the TTL (a live peer may hold a frame that long)', () => {
@@ -384,7 +386,7 @@ const LIMIT_OUT_OF_RANGE: Array<[string, unknown]> = [
   ['idleTimeoutMs', 0], ['idleTimeoutMs', -5],
   ['backoffInitialMs', 0],
   ['backoffMaxMs', 0], ['backoffMaxMs', 3_600_001],
-  ['batchFrames', 0], ['batchFrames', 65536],
+  ['batchFrames', 0], ['batchFrames', 65536], ['idleSpinUs', -1], ['idleSpinUs', 1_000_001],
   ['ackTimeoutMs', 1], ['ackTimeoutMs', 172_800_001],
   ['maxMessageBytes', 64 * KIB - 1], ['maxMessageBytes', 256 * MIB + 1],
 ];

@@ -15,9 +15,11 @@ import { join } from 'node:path';
 import { Bus } from '../src/index';
 import {
   DATA_FRAME_COUNT_OFFSET,
-  DATA_FRAME_PAYLOAD_LENGTH_OFFSET,
-  DATA_FRAMES_OFFSET,
-  DataBatchWriter,
+  DATA_RUNS_OFFSET,
+  FRAME_PAYLOAD_LENGTH_OFFSET,
+  RUN_HEADER_LENGTH,
+  ackEntries,
+  encodeStream,
   ERR_AUTH_FAILED,
   ERR_BAD_MAGIC,
   ERR_MALFORMED,
@@ -34,14 +36,13 @@ import {
   NONCE_LENGTH,
   PROOF_LENGTH,
   WIRE_ERROR_TABLE,
-  acceptorProof,
   encodeChallenge,
   encodeError,
   encodeHello,
-  newNonce,
-  verifyProof,
   type Message,
-} from '../relay/protocol';
+} from '../relay/codec';
+import { DataBatchWriter } from '../relay/batch-writer';
+import { acceptorProof, newNonce, verifyProof } from '../relay/handshake';
 import { cleanupAll, deadline, filesIn, nextFrame, until } from './_helpers';
 import { freePort, makeCluster, type Cluster, type Relay } from './_helpers/cluster';
 import { rogueAcceptor, rogueConnect, rogueHandshake, rogueOpen, runRelay, type Rogue } from './_helpers/rogue';
@@ -106,12 +107,16 @@ async function twoHosts(options: Parameters<typeof makeCluster>[1] = {}) {
   return { cluster, secret, ra, rb, a1, b1 };
 }
 
-/** One DATA message from a1 to b1 (frameId 1), as a fresh Buffer. */
+/** One DATA message of stream 0 (a1 to b1), sequence 0, as a fresh Buffer. */
 function dataMessage(payload: string): Buffer {
   const writer = new DataBatchWriter();
-  assert.ok(writer.append(1, 0, 1, 0, 0, 'a1', 'b1', bytes(payload)));
+  const p = bytes(payload);
+  assert.ok(writer.append(0, 0, p, 0, p.length));
   return Buffer.from(writer.finish()!);
 }
+
+/** The STREAM message binding stream 0 to a1 (index 1, generation 0) -> b1. */
+const streamMessage = () => encodeStream(0, 1, 0, 'a1', 'b1');
 
 /** VmRSS of a process, in kB. */
 function rssKb(pid: number): number {
@@ -368,14 +373,16 @@ bad('refuses DATA whose frames overrun the message with MALFORMED, delivering no
   const { cluster, secret, rb, a1, b1 } = await twoHosts();
   // frameCount 3, one frame present.
   const short = await rogueOpen(cluster.port('beta'), 'alpha', 'beta', secret);
+  short.rogue.write(streamMessage());
   const data = dataMessage('first of three');
   data.writeUInt32LE(3, DATA_FRAME_COUNT_OFFSET);
   short.rogue.write(data);
   await expectRefusal(short.rogue, ERR_MALFORMED);
   // payloadLength beyond the end of the message.
   const overrun = await rogueOpen(cluster.port('beta'), 'alpha', 'beta', secret);
+  overrun.rogue.write(streamMessage());
   const long = dataMessage('payload');
-  long.writeUInt32LE(1000, DATA_FRAMES_OFFSET + DATA_FRAME_PAYLOAD_LENGTH_OFFSET);
+  long.writeUInt32LE(1000, DATA_RUNS_OFFSET + RUN_HEADER_LENGTH + FRAME_PAYLOAD_LENGTH_OFFSET);
   overrun.rogue.write(long);
   await expectRefusal(overrun.rogue, ERR_MALFORMED);
   assert.is(b1.recvFromLocal(), null, 'the well-formed first frame of a malformed message is not delivered');
@@ -478,12 +485,14 @@ three('a peer frame addressed to "@relay" is refused as UNKNOWN_DESTINATION, nev
   const c1 = await Bus.open({ name: 'c1', namespace: cluster.ns('gamma'), dir: cluster.dir });
   const peer = await rogueOpen(cluster.port('beta'), 'alpha', 'beta', secret);
   const writer = new DataBatchWriter();
-  // Every flag set, a source name that looks like an address on gamma.
-  assert.ok(writer.append(1, 0, 1, 0, 0xffff, 'c1@gamma', '@relay', bytes('forward me')));
+  // A source name that looks like an address on gamma.
+  peer.rogue.write(encodeStream(0, 1, 0, 'c1@gamma', '@relay'));
+  const payload = bytes('forward me');
+  assert.ok(writer.append(0, 0, payload, 0, payload.length));
   peer.rogue.write(Buffer.from(writer.finish()!));
   const ack = await peer.rogue.next();
   assert.is(ack.type, MSG_ACK);
-  assert.equal((ack as { entries: Array<{ frameId: number; status: number }> }).entries, [{ frameId: 1, status: ACK_UNKNOWN_DESTINATION }]);
+  assert.equal(ackEntries(ack), [{ streamId: 0, through: 1, status: ACK_UNKNOWN_DESTINATION }]);
   const mb = await untilMetrics(rb, (m) => m.global.undeliverable === 1, 'the frame refused');
   assert.is(mb.global.strayFrames, 0);
   assert.is(mb.global.delivered, 0);

@@ -10,7 +10,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus } from '../src/index';
-import { encodeHello, newNonce } from '../relay/protocol';
+import { encodeHello } from '../relay/codec';
+import { newNonce } from '../relay/handshake';
 import { cleanupAll, deadline, nextFrame } from './_helpers';
 import { freePort, makeCluster } from './_helpers/cluster';
 

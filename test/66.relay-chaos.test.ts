@@ -43,7 +43,7 @@ chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${K
     const producers = [];
     for (const [from, to] of [['alpha', 'beta'], ['beta', 'alpha']] as const) {
       for (let id = 1; id <= PRODUCERS; id++) {
-        producers.push(spawnChild('producer', { dir: cluster.dir, ns: cluster.ns(from), name: `p${id}`, dest: `sink@${to}`, count: FRAMES, id }));
+        producers.push(spawnChild('producer', { dir: cluster.dir, ns: cluster.ns(from), name: `p${id}`, dest: `sink@${to}`, count: FRAMES, id, paceMs: KILLS * 1500 }));
       }
     }
     const finished = Promise.all(producers.map((p) => p.exited(300_000)));

@@ -26,7 +26,8 @@ import { Bus, type Sender } from '../../src/index';
 import type { FrameView } from '../../src/frame';
 import { InboxConsumer } from '../../src/inbox';
 import { FRAME_FLAG_CONTINUATION, SEGMENT_KIND_INBOX, SLOT_FLAGS_OFFSET, SLOT_HEADER_LENGTH, SLOT_LENGTH_OFFSET, SLOT_MESSAGE_LENGTH_OFFSET, inboxFileName, slotOffset } from '../../src/layout';
-import { Segment } from '../../src/segment';
+import { Segment, sleepSync } from '../../src/segment';
+import { Directory } from '../../src/directory';
 import { inspectNamespace, type EndpointReport } from '../../src/stat';
 
 // ---------------------------------------------------------------------------
@@ -199,12 +200,22 @@ interface Args {
   checkpointEvery?: number;
   /** producer: after `done`, keep the lane until SIGTERM, then close and print `closed`. */
   hold?: boolean;
+  /** Spread the frames over about this long (ms): a test's driver can act mid-stream however fast the path is. */
+  paceMs?: number;
   /** latency-sink: receive with 'frames' (the async iterator, default) or 'event' (on('frame')). */
   mode?: 'frames' | 'event';
   /** Bus option lockTimeoutMs (many processes starting at once on few cores hold the directory lock for a while). */
   lockTimeoutMs?: number;
   /** scribble-and-die: slots to scribble past the tail. */
   slots?: number;
+  /** lock-holder: how long to hold the namespace's directory lock (ms). */
+  holdMs?: number;
+  /** frames-return: end the parked iterator with it.return() ('return', default) or an AbortSignal ('abort'). */
+  end?: 'return' | 'abort';
+  /** signal-target: the application's own SIGTERM listener, added before or after Bus.open (absent: none). */
+  ownHandler?: 'before' | 'after' | 'once-after' | 'prepend-once-after';
+  /** signal-target: Bus option handleSignals. */
+  handleSignals?: boolean;
 }
 
 function openOwn(args: Args): Bus {
@@ -249,6 +260,7 @@ async function produce(args: Args): Promise<void> {
   let refusals = 0;
   let laneWaits = 0;
   let spins = 0;
+  const started = Date.now();
   const committed = (n: number) => {
     const before = sent;
     sent += n;
@@ -279,6 +291,10 @@ async function produce(args: Args): Promise<void> {
       continue;
     }
     if (written > 0) committed(written);
+    if (args.paceMs !== undefined && (sent & 0xff) < written) {
+      const due = started + (args.paceMs * sent) / count;
+      if (Date.now() < due) await sleep(due - Date.now());
+    }
     if (written === n) {
       if ((sent & 0xffff) < n) await yieldToLoop();
       continue;
@@ -462,6 +478,56 @@ async function main(role: string | undefined, args: Args): Promise<void> {
       }
       segment.unmap();
       await bus.close();
+      return;
+    }
+    case 'lock-holder': {
+      // Hold the namespace's directory lock for `holdMs` (the thread sleeps), print `locked` before and `released` after.
+      const directory = Directory.open({ dir: args.dir, namespace: args.ns, entryCount: 256, mode: 0o600, lockTimeoutMs: 2000 });
+      directory.withLock(() => {
+        console.log('locked');
+        sleepSync(args.holdMs ?? 300);
+      });
+      console.log('released');
+      directory.close();
+      return;
+    }
+    case 'frames-return': {
+      // Park a frames() iterator, end it (return() or abort), print how long that took, and leave
+      // the bus open: the process must then exit by itself (the exit hook closes the bus).
+      const bus = openOwn(args);
+      const controller = new AbortController();
+      const it = bus.frames(args.end === 'abort' ? { signal: controller.signal } : {});
+      const pending = it.next().then(
+        (r) => `done ${r.done}`,
+        (err: unknown) => `rejected ${codeOf(err)}`,
+      );
+      const end = Date.now() + 5000;
+      while (!bus.stats().parked) {
+        if (Date.now() > end) throw new Error('the iterator did not park within 5000 ms');
+        await sleep(1);
+      }
+      console.log('parked');
+      const started = performance.now();
+      if (args.end === 'abort') controller.abort();
+      else await it.return();
+      const settled = await pending;
+      console.log(`ended ${(performance.now() - started).toFixed(1)} ms ${settled}`);
+      const after = await it.next();
+      console.log(`then done ${after.done}`);
+      return;
+    }
+    case 'signal-target': {
+      // Open a bus, maybe with the application's own SIGTERM listener; print `ready`; live until killed.
+      let handled = 0;
+      const own = () => console.log(`handled ${++handled}`);
+      if (args.ownHandler === 'before') process.on('SIGTERM', own);
+      const bus = Bus.openSync({ name: args.name, namespace: args.ns, dir: args.dir, ...(args.handleSignals === undefined ? {} : { handleSignals: args.handleSignals }) });
+      bus.on('close', ({ unread }) => console.log(`close event unread ${unread}`));
+      if (args.ownHandler === 'after') process.on('SIGTERM', own);
+      if (args.ownHandler === 'once-after') process.once('SIGTERM', own);
+      if (args.ownHandler === 'prepend-once-after') process.prependOnceListener('SIGTERM', own);
+      setInterval(() => {}, 1 << 30);
+      console.log('ready');
       return;
     }
     default:

@@ -8,18 +8,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import {
-  MSG_CHALLENGE,
-  MSG_WELCOME,
-  MessageDecoder,
-  connectorProof,
-  encodeHello,
-  encodeProof,
-  newNonce,
-  type ChallengeMessage,
-  type Message,
-  type WelcomeMessage,
-} from '../../relay/protocol';
+import { MSG_CHALLENGE, MSG_WELCOME, encodeHello, encodeProof, type ChallengeMessage, type Message, type WelcomeMessage } from '../../relay/codec';
+import { connectorProof, newNonce } from '../../relay/handshake';
+import { MessageDecoder } from '../../relay/stream-decoder';
 import { deadline, jsonLines, registerCleanup } from './index';
 
 const RELAY_CLI = join(__dirname, '..', '..', 'relay', 'cli.ts');
