@@ -34,9 +34,13 @@ export class ConfigError extends BusError {
   }
 }
 
-/** Validate a relay address: `ipv4:port`, `[ipv6]:port` or `hostname:port`, port 1..65535. */
-export function validateRelayAddress(value: unknown, field: string): Address {
-  return parseAddress(value, field, 1);
+/**
+ * Validate a relay address: `ipv4:port`, `[ipv6]:port` or `hostname:port`,
+ * port 1..65535 — or 0 for the relay's own listen address (`own`): the kernel
+ * picks a free port, reported in the `start` log line and the metrics.
+ */
+export function validateRelayAddress(value: unknown, field: string, own = false): Address {
+  return parseAddress(value, field, own ? 0 : 1);
 }
 
 /** Validate a metrics address: a loopback `host:port` (127.0.0.0/8, [::1], localhost), port 0..65535. */

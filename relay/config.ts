@@ -37,7 +37,8 @@
  *     "alpha": {
  *       "relay": "127.0.0.1:7001",             required; where the relay listens for peers:
  *                                              "ipv4:port", "[ipv6]:port" or "hostname:port",
- *                                              port 1..65535; unique among hosts
+ *                                              port 1..65535 (0 for this host only: any free
+ *                                              port, reported in the start log and metrics); unique among hosts
  *       "namespace": "alpha",                  shmbus namespace (default "default")
  *       "dir": "/dev/shm",                     segment folder (default "/dev/shm");
  *                                              namespace + dir unique among hosts
@@ -266,7 +267,7 @@ function build(raw: unknown, baseDir: string, hostName: string, env: ConfigEnv, 
   const secretSource = secretShape(top.secret, baseDir);
   const tlsFiles = top.tls === undefined ? undefined : tlsShape(top.tls, baseDir);
   const limits = limitsOf(top.limits);
-  const hosts = hostsOf(top.hosts);
+  const hosts = hostsOf(top.hosts, hostName);
   const self = hosts.get(typeof hostName === 'string' ? hostName : '');
   if (self === undefined) {
     const names = [...hosts.keys()];
@@ -329,7 +330,7 @@ function limitsOf(value: unknown): Limits {
   return Object.freeze(limits);
 }
 
-function hostsOf(value: unknown): Map<string, HostConfig> {
+function hostsOf(value: unknown, self: string): Map<string, HostConfig> {
   const h = object(value, 'hosts', 'hosts');
   const names = Object.keys(h).sort(byCodeUnit);
   if (names.length === 0) throw new ConfigError('hosts', 'hosts must be an object with at least one host; received an empty object');
@@ -341,7 +342,7 @@ function hostsOf(value: unknown): Map<string, HostConfig> {
   names.forEach((name, index) => {
     const field = pathOf('hosts', name);
     validateHostName(name, field);
-    const host = hostOf(h[name], name, index + 1, field);
+    const host = hostOf(h[name], name, index + 1, field, name === self);
     const sameRelay = byRelay.get(host.relay.text);
     if (sameRelay !== undefined) {
       throw fail(`${field}.relay`, `${field}.relay`, `an address no other host uses (${pathOf('hosts', sameRelay)}.relay is the same)`, host.relay.text);
@@ -363,14 +364,14 @@ function hostsOf(value: unknown): Map<string, HostConfig> {
   return hosts;
 }
 
-function hostOf(value: unknown, name: string, id: number, field: string): HostConfig {
+function hostOf(value: unknown, name: string, id: number, field: string, own: boolean): HostConfig {
   const o = object(value, field, field);
   onlyFields(o, field, HOST_FIELDS);
   if (o.relay === undefined) throw fail(`${field}.relay`, `${field}.relay`, 'a "host:port" address', o.relay);
   return Object.freeze({
     name,
     id,
-    relay: validateRelayAddress(o.relay, `${field}.relay`),
+    relay: validateRelayAddress(o.relay, `${field}.relay`, own),
     namespace: viaOption(validateNamespace, orDefault(o.namespace, DEFAULT_NAMESPACE), `${field}.namespace`),
     dir: trimDir(viaOption(validateDir, orDefault(o.dir, DEFAULT_DIR), `${field}.dir`)),
     metrics: o.metrics === undefined ? undefined : validateMetricsAddress(o.metrics, `${field}.metrics`),

@@ -57,6 +57,10 @@ export interface ConnectionSnapshot {
 export interface RelaySnapshot {
   readonly host: string;
   readonly pid: number;
+  /** Where the relay listens for peers (`host:port`; the port the kernel picked when the config says 0). */
+  readonly listen: string;
+  /** The UDP doorbell port on 127.0.0.1. */
+  readonly doorbellPort: number;
   readonly uptimeSec: number;
   readonly global: Readonly<Record<string, number>>;
   readonly peers: Readonly<Record<string, PeerCounters & { pending: number; unacked: number; queued: number; connections: number }>>;

@@ -165,6 +165,8 @@ export class TransitServer {
     return {
       host: this.config.self.name,
       pid: process.pid,
+      listen: `${this.config.self.relay.host}:${this.listenPort}`,
+      doorbellPort: this.endpoint?.doorbellPort ?? 0,
       uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
       global: {
         outboundFrames: o?.outboundFrames ?? 0,

@@ -261,6 +261,16 @@ valid('accepts every limit at both ends of its range', () => {
   assert.is(validate(raw).limits.backoffMaxMs, 1000);
 });
 
+valid('port 0 (any free port) is accepted for this host\'s own listen address only', () => {
+  write('cluster.secret', SECRET);
+  const raw = minimal();
+  (raw.hosts as Record<string, { relay: string }>).alpha!.relay = '127.0.0.1:0';
+  assert.is(validate(raw, 'alpha').self.relay.port, 0, 'alpha listens on a port the kernel picks');
+  const e = refused(() => validate(raw, 'beta'));
+  assert.is(e.field, 'hosts.alpha.relay', 'beta must dial alpha at a real port');
+  assert.match(e.message, /port 0 is out of range/);
+});
+
 valid('the unknown-target grace is at most the TTL, and follows a TTL shorter than its default', () => {
   write('cluster.secret', SECRET);
   const raw = minimal();

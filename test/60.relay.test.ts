@@ -40,6 +40,10 @@ basic('a local pair talks to a remote pair in both directions, sources named nam
   assert.is(back.source, 'b1@beta');
   assert.is(text(back.payload), 'b1->a1');
   const ma = await ra.metrics();
+  // The relay listens on port 0 (the kernel picks); the start line and the metrics report the port.
+  assert.is((ma as unknown as { listen: string }).listen, `127.0.0.1:${cluster.port('alpha')}`);
+  assert.is(ra.events('start')[0]!.listen, `127.0.0.1:${cluster.port('alpha')}`);
+  assert.ok(cluster.port('alpha') > 0 && cluster.port('alpha') !== cluster.front('alpha').port);
   assert.is(ma.peers.beta!.framesOut, 2);
   assert.is(ma.peers.beta!.framesIn, 1);
   for (const b of [a1, a2, b1, b2]) await b.close();
@@ -203,10 +207,9 @@ async function untilMetrics(relay: RelayT, predicate: (m: Awaited<ReturnType<Rel
 }
 
 async function streamScenario(disrupt: (ctx: { cluster: ClusterT; relays: Record<string, RelayT>; proxy: TcpProxy | null }) => Promise<void>, options: { proxy?: boolean } = {}) {
-  let betaPort = 0;
-  const proxy = options.proxy ? await tcpProxy(() => betaPort) : null;
-  const cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
-  betaPort = cluster.port('beta');
+  let cluster: ClusterT | null = null;
+  const proxy = options.proxy ? await tcpProxy(() => cluster!.port('beta')) : null;
+  cluster = await makeCluster(['alpha', 'beta'], { limits: { ttlMs: 60_000, ackTimeoutMs: 70_000 }, specs: proxy ? { beta: { dialPort: proxy.port } } : {} });
   try {
     const relays: Record<string, RelayT> = { alpha: await cluster.start('alpha'), beta: await cluster.start('beta') };
     const sink = spawnChild('sink', { dir: cluster.dir, ns: cluster.ns('beta'), name: 'sink', count: 2 * FRAMES });

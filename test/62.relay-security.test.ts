@@ -44,7 +44,7 @@ import {
 import { DataBatchWriter } from '../relay/batch-writer';
 import { acceptorProof, newNonce, verifyProof } from '../relay/handshake';
 import { cleanupAll, deadline, filesIn, nextFrame, until } from './_helpers';
-import { freePort, makeCluster, type Cluster, type Relay } from './_helpers/cluster';
+import { makeCluster, type Cluster, type Relay } from './_helpers/cluster';
 import { rogueAcceptor, rogueConnect, rogueHandshake, rogueOpen, runRelay, type Rogue } from './_helpers/rogue';
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -219,6 +219,7 @@ auth('a relay with another secret delivers nothing; restarted with the right one
   chmodSync(otherSecret, 0o600);
   const otherConfig = deriveConfig(cluster, 'other.json', (c) => {
     c.secret = { file: './other.secret' };
+    c.hosts.alpha!.relay = '127.0.0.1:0'; // its own listen address (peers dial alpha's front)
   });
   const impostor = runRelay(['--config', otherConfig, '--host', 'alpha', '--drain-timeout-ms', '200']);
   await impostor.event('start', 15_000);
@@ -554,15 +555,20 @@ config('a bad config exits 78 naming the field, never the secret; no --config ex
 
 config('a second relay for a host that is already served exits 69, and the first keeps serving', async () => {
   const { cluster, rb, a1, b1 } = await twoHosts();
-  const betaConfig = join(cluster.folder, 'cluster.beta.json');
-  // Same config: the peer port is taken.
-  const samePort = runRelay(['--config', betaConfig, '--host', 'beta']);
-  // Another port, same namespace: the "@relay" name is taken by a live relay.
-  const otherPort = await freePort();
+  // The port the first relay listens on: taken.
+  const samePort = runRelay([
+    '--config',
+    deriveConfig(cluster, 'beta-same-port.json', (c) => {
+      c.hosts.beta!.relay = `127.0.0.1:${cluster.port('beta')}`;
+    }),
+    '--host',
+    'beta',
+  ]);
+  // Any other port, same namespace: the "@relay" name is taken by a live relay.
   const sameName = runRelay([
     '--config',
     deriveConfig(cluster, 'beta-other-port.json', (c) => {
-      c.hosts.beta!.relay = `127.0.0.1:${otherPort}`;
+      c.hosts.beta!.relay = '127.0.0.1:0';
     }),
     '--host',
     'beta',

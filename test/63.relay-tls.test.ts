@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connect as netConnect, createServer, type Socket } from 'node:net';
+import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { Bus } from '../src/index';
 import { encodeHello } from '../relay/codec';
 import { newNonce } from '../relay/handshake';
 import { cleanupAll, deadline, nextFrame } from './_helpers';
-import { freePort, makeCluster } from './_helpers/cluster';
+import { makeCluster } from './_helpers/cluster';
 
 const FIXTURES = join(__dirname, 'fixtures', 'tls');
 const TLS = { key: join(FIXTURES, 'relay.key'), cert: join(FIXTURES, 'relay.crt'), ca: join(FIXTURES, 'ca.crt') };
@@ -25,7 +25,13 @@ async function recordingProxy(targetPort: () => number): Promise<{ port: number;
   const chunks: Buffer[] = [];
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
-    const upstream = netConnect(targetPort(), '127.0.0.1');
+    let port = 0;
+    try {
+      port = targetPort();
+    } catch {
+      // beta's relay not started yet: refuse, as a closed port would
+    }
+    const upstream = netConnect(port, '127.0.0.1');
     sockets.add(client).add(upstream);
     client.on('data', (d: Buffer) => chunks.push(d));
     client.pipe(upstream);
@@ -37,8 +43,8 @@ async function recordingProxy(targetPort: () => number): Promise<{ port: number;
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
   });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
   return {
     port,
     captured: () => Buffer.concat(chunks),
@@ -54,11 +60,10 @@ tls.after.each(cleanupAll);
 
 for (const encrypted of [true, false]) {
   tls(`frames flow ${encrypted ? 'over TLS, and the payload never appears on the wire' : 'without TLS, and the payload is visible on the wire (the control case)'}`, async () => {
-    let betaPort = 0;
-    const proxy = await recordingProxy(() => betaPort);
+    let cluster: Awaited<ReturnType<typeof makeCluster>> | null = null;
+    const proxy = await recordingProxy(() => cluster!.port('beta'));
     try {
-      const cluster = await makeCluster(['alpha', 'beta'], { specs: { beta: { dialPort: proxy.port } }, ...(encrypted ? { tls: TLS } : {}) });
-      betaPort = cluster.port('beta');
+      cluster = await makeCluster(['alpha', 'beta'], { specs: { beta: { dialPort: proxy.port } }, ...(encrypted ? { tls: TLS } : {}) });
       const [ra, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
       assert.is((ra.events('start')[0] as { tls?: boolean }).tls, encrypted);
       const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });

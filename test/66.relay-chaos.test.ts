@@ -11,8 +11,8 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, deadline, seededRandom, spawnChild } from './_helpers';
-import { makeCluster, tcpProxy } from './_helpers/cluster';
+import { cleanupAll, until, deadline, seededRandom, spawnChild } from './_helpers';
+import { makeCluster, tcpProxy, type Cluster } from './_helpers/cluster';
 
 const FRAMES = Number(process.env.SHMBUS_CHAOS_FRAMES ?? 34_000);
 const KILLS = Number(process.env.SHMBUS_CHAOS_KILLS ?? 10);
@@ -24,15 +24,13 @@ chaos.after.each(cleanupAll);
 
 chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${KILLS} times and links cut: each exactly once, in order (seed ${SEED})`, async () => {
   const rand = seededRandom(SEED);
-  const ports: Record<string, number> = {};
-  const proxies = { alpha: await tcpProxy(() => ports.alpha!), beta: await tcpProxy(() => ports.beta!) };
+  let cluster: Cluster | null = null;
+  const proxies = { alpha: await tcpProxy(() => cluster!.port('alpha')), beta: await tcpProxy(() => cluster!.port('beta')) };
   try {
-    const cluster = await makeCluster(['alpha', 'beta'], {
+    cluster = await makeCluster(['alpha', 'beta'], {
       limits: { ttlMs: 120_000, ackTimeoutMs: 130_000 },
       specs: { alpha: { dialPort: proxies.alpha.port }, beta: { dialPort: proxies.beta.port } },
     });
-    ports.alpha = cluster.port('alpha');
-    ports.beta = cluster.port('beta');
     const relays = { alpha: await cluster.start('alpha'), beta: await cluster.start('beta') };
     const total = PRODUCERS * FRAMES;
     const sinks = {
@@ -65,8 +63,11 @@ chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${K
       if (rand() < 0.3) await new Promise((r) => setTimeout(r, rand() * 300));
       relays[host] = await cluster.start(host);
       if (kills % 3 === 0) {
-        cuts += proxies.alpha.cut() + proxies.beta.cut() > 0 ? 1 : 0;
-        log.push('cut');
+        // Cut when the links are up again (a restarted relay's peers reconnect on demand, after a backoff).
+        await until(() => proxies.alpha.open() + proxies.beta.open() > 0 || producersDone, 10_000, 'a link up to cut');
+        const sockets = proxies.alpha.cut() + proxies.beta.cut();
+        cuts += sockets > 0 ? 1 : 0;
+        log.push(`cut ${sockets} sockets`);
       }
     }
     const exits = await deadline(finished, 300_000, 'producers done');
@@ -78,7 +79,7 @@ chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${K
     }
     assert.ok(kills >= KILLS, `the driver killed a relay ${kills} times mid-stream (seed ${SEED}); raise SHMBUS_CHAOS_FRAMES if the stream ended first`);
     const metrics = await Promise.all([relays.alpha.metrics(), relays.beta.metrics()]);
-    assert.ok(cuts >= 1 || kills < 3, 'links were cut');
+    assert.ok(cuts >= 1 || kills < 3, `links were cut (${log.join(', ')})`);
     for (const m of metrics) assert.is(m.global.intentsUnknown ?? 0, 0, 'no delivery intent left unsettled');
     for (const host of ['alpha', 'beta'] as const) assert.is(await relays[host].stop(), 0);
   } finally {

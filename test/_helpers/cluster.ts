@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
-import { connect as connectNet, createServer, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as connectNet, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,17 +16,8 @@ import { deadline, jsonLines, registerCleanup, shmDir } from './index';
 
 const RELAY_CLI = join(__dirname, '..', '..', 'relay', 'cli.ts');
 
-/** A free TCP port on 127.0.0.1 (bound and released; the relay binds it right after). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 export interface HostSpec {
-  /** Override the relay address peers dial (e.g. a proxy in front of it). */
+  /** Override the port peers dial for this host (e.g. a test's own proxy, forwarding to `cluster.port(host)`). */
   dialPort?: number;
   inboxCapacity?: number;
   inboxSlotSize?: number;
@@ -57,8 +48,14 @@ export interface Cluster {
   readonly dir: string;
   /** Namespace of a host. */
   ns(host: string): string;
-  /** Port a host's relay listens on. */
+  /**
+   * Port the host's running relay listens on: relays listen on port 0 and
+   * report the port the kernel picked in their start line (no free-port race).
+   * Throws before the host's relay has started.
+   */
   port(host: string): number;
+  /** The proxy peers dial to reach the host (a stable port across restarts; cut() breaks its connections). */
+  front(host: string): TcpProxy;
   start(host: string, extraArgs?: string[]): Promise<Relay>;
   /** Rewrite the config (e.g. to point a host at a proxy). */
   writeConfig(mutate?: (config: Record<string, unknown>) => void): void;
@@ -80,8 +77,15 @@ export async function makeCluster(
   registerCleanup(killRelays);
   const dir = shmDir();
   const tag = `c${process.pid}x${Math.floor(Math.random() * 1e6)}`;
-  const ports = new Map<string, number>();
-  for (const h of hosts) ports.set(h, await freePort());
+  // Each relay listens on port 0; peers dial a front proxy (itself on port 0) that forwards to the
+  // port the host's running relay reported. Nothing binds a port it was told is free.
+  const relayPorts = new Map<string, number>();
+  const fronts = new Map<string, TcpProxy>();
+  for (const h of hosts) {
+    const front = await tcpProxy(() => relayPorts.get(h) ?? 0);
+    registerCleanup(() => front.close());
+    fronts.set(h, front);
+  }
   const secretPath = join(folder, 'cluster.secret');
   writeFileSync(secretPath, options.secret ?? randomBytes(32).toString('hex'));
   chmodSync(secretPath, 0o600);
@@ -94,7 +98,7 @@ export async function makeCluster(
       hosts.map((h) => [
         h,
         {
-          relay: `127.0.0.1:${options.specs?.[h]?.dialPort ?? ports.get(h)}`,
+          relay: `127.0.0.1:${options.specs?.[h]?.dialPort ?? fronts.get(h)!.port}`,
           namespace: `${tag}-${h}`,
           dir,
           metrics: '127.0.0.1:0',
@@ -109,19 +113,29 @@ export async function makeCluster(
     folder,
     dir,
     ns: (h) => `${tag}-${h}`,
-    port: (h) => ports.get(h)!,
+    port(h) {
+      const port = relayPorts.get(h);
+      if (port === undefined) throw new Error(`the relay of ${h} has not started: its port is not known yet`);
+      return port;
+    },
+    front: (h) => fronts.get(h)!,
     writeConfig(mutate) {
       const config = base() as Record<string, unknown>;
       mutate?.(config);
       writeFileSync(configPath, JSON.stringify(config, null, 2));
     },
     async start(host, extraArgs = []) {
-      // A relay's own listen address is the real port even when peers dial a proxy.
+      // A relay's own listen address: port 0, the kernel picks; the start line says which.
       const config = base() as { hosts: Record<string, { relay: string }> };
-      config.hosts[host]!.relay = `127.0.0.1:${ports.get(host)}`;
+      config.hosts[host]!.relay = '127.0.0.1:0';
       const own = join(folder, `cluster.${host}.json`);
       writeFileSync(own, JSON.stringify(config, null, 2));
-      return startRelay(host, own, extraArgs);
+      const relay = await startRelay(host, own, extraArgs);
+      const listen = String(relay.events('start')[0]!.listen);
+      const port = Number(listen.slice(listen.lastIndexOf(':') + 1));
+      if (!(port > 0)) throw new Error(`relay ${host} reported no listen port: ${listen}`);
+      relayPorts.set(host, port);
+      return relay;
     },
   };
   cluster.writeConfig();
@@ -205,18 +219,26 @@ function httpGet(port: number, path: string): Promise<string> {
 }
 
 
-/** A TCP proxy on loopback (to the port `target()` gives at each connection) whose connections can be cut at once. */
+/** A TCP proxy on loopback (to the port `target()` gives at each connection; a throw or 0 refuses it) whose connections can be cut at once. */
 export interface TcpProxy {
   readonly port: number;
   /** Destroy every connection through it; returns how many sockets were open. */
   cut(): number;
+  /** Sockets open through it now (both ends of each connection). */
+  open(): number;
   close(): void;
 }
 
 export async function tcpProxy(target: () => number): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   const server = createNetServer((client) => {
-    const upstream = connectNet(target(), '127.0.0.1');
+    let port = 0;
+    try {
+      port = target();
+    } catch {
+      // The target is not up (e.g. its relay has not started): refuse, as a closed port would.
+    }
+    const upstream = connectNet(port, '127.0.0.1');
     sockets.add(client);
     sockets.add(upstream);
     client.pipe(upstream);
@@ -240,6 +262,7 @@ export async function tcpProxy(target: () => number): Promise<TcpProxy> {
       for (const s of sockets) s.destroy();
       return n;
     },
+    open: () => sockets.size,
     close() {
       for (const s of sockets) s.destroy();
       server.close();
