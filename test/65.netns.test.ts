@@ -39,6 +39,12 @@ const STEP = Math.max(1, Math.floor(TOTAL / 200));
  */
 const IN_FLIGHT = ALPHA_RING + DEFAULT_CAPACITY + STEP;
 const LINK_DOWN_MS = 1000;
+/**
+ * Producers spread their frames over this long, so that the stream is still
+ * going at each cut however fast the path is (cut 3 needs frames left to send
+ * beyond what the stopped sink's inbox can take).
+ */
+const PACE_MS = 8000;
 const DROP_MS = 1500;
 
 const availability = netnsAvailability();
@@ -139,7 +145,7 @@ if (!availability.ok) {
 
     const sink = spawnChildIn(nsBeta, 'sink', { dir: cluster.dir, ns: cluster.ns('beta'), name: 'sink', count: TOTAL, progressEvery: STEP });
     await sink.line(/^ready$/, 20_000);
-    const producers = [1, 2].map((id) => spawnChildIn(nsAlpha, 'producer', { dir: cluster.dir, ns: cluster.ns('alpha'), name: `p${id}`, dest: 'sink@beta', count: FRAMES, id }));
+    const producers = [1, 2].map((id) => spawnChildIn(nsAlpha, 'producer', { dir: cluster.dir, ns: cluster.ns('alpha'), name: `p${id}`, dest: 'sink@beta', count: FRAMES, id, paceMs: PACE_MS }));
     const streamStart = Date.now();
 
     // Cut 1: alpha's end of the veth down (routes go with it: sends fail locally), then up.
