@@ -33,6 +33,8 @@ export class Receiver {
     private readonly inbox: InboxConsumer,
     private readonly directory: Directory,
     buffer: ArrayBuffer,
+    /** Idle strategy: poll this long (ms) after the inbox is found empty, before parking. */
+    private readonly spinMs = 0,
   ) {
     this.sleeper = new FutexSleeper(buffer);
   }
@@ -76,13 +78,21 @@ export class Receiver {
 
   /**
    * Resolve when the inbox may hold a frame: at once if one is there, else
-   * after parking until a producer rings, the bus closes, or a frames()
+   * (after polling for the idle spin, if any) after parking until a producer rings, the bus closes, or a frames()
    * iterator ends (interruptWait). No timed re-check: a producer that
    * publishes while we are parked always rings.
    */
   async waitReadable(): Promise<void> {
     const inbox = this.inbox;
     if (this.bus.isClosed || inbox.hasFrame()) return;
+    if (this.spinMs > 0) {
+      // Spin, then park: poll once per turn of the event loop (other work goes on) for spinMs.
+      const until = performance.now() + this.spinMs;
+      do {
+        await yieldToLoop();
+        if (this.bus.isClosed || inbox.hasFrame()) return;
+      } while (performance.now() < until);
+    }
     if (!inbox.prepareToPark()) return;
     try {
       await this.sleeper.sleep(-1);

@@ -71,7 +71,7 @@ export class Bus extends EventEmitter implements AsyncDisposable, Disposable {
     this.segment = segment;
     const buffer = segment.buffer;
     this.inbox = new InboxConsumer(buffer, { wakeSpace: (byteOffset) => wakeAll(buffer, byteOffset) });
-    this.receiver = new Receiver(this, this.inbox, directory, buffer);
+    this.receiver = new Receiver(this, this.inbox, directory, buffer, options.idleSpinUs / 1000);
     this.routes = new Routes(directory, options.dir, options.namespace);
     this.senders = new SenderTable(entry, segment.u32, this.routes, () => this.assertOpen());
     this.on('newListener', (event) => {

@@ -175,6 +175,9 @@ for (const [label, extra, option] of [
   ['a fractional maxMessageSize', { maxMessageSize: 100.5 }, 'maxMessageSize'],
   ['a maxMessageSize longer than a whole lane', { slotSize: 64, capacity: 4, maxMessageSize: 4 * (64 - SLOT_HEADER_LENGTH) + 1 }, 'maxMessageSize'],
   ['handleSignals given as a string', { handleSignals: 'yes' }, 'handleSignals'],
+  ['a negative idleSpinUs', { idleSpinUs: -1 }, 'idleSpinUs'],
+  ['a fractional idleSpinUs', { idleSpinUs: 1.5 }, 'idleSpinUs'],
+  ['an idleSpinUs over one second', { idleSpinUs: 1_000_001 }, 'idleSpinUs'],
 ] as const) {
   options(`refuses ${label}, naming the option`, async () => {
     const dir = shmDir();

@@ -125,6 +125,41 @@ events("removing the last 'frame' listener stops the parked receiver at once", a
 
 // ---------------------------------------------------------------------------
 
+events('idleSpinUs: a receiver polls that long after the inbox empties before it parks; 0 parks at once', async () => {
+  const { open } = context();
+  const a = await open('a');
+  const spinning = await open('spinning', { idleSpinUs: 400_000 });
+  const parking = await open('parking');
+  const received: Record<string, string[]> = { spinning: [], parking: [] };
+  const drain = async (bus: Bus, into: string[]) => {
+    for await (const f of bus.frames()) into.push(f.text());
+  };
+  void drain(spinning, received.spinning!);
+  void drain(parking, received.parking!);
+  const sendAndWait = async (to: 'spinning' | 'parking', text: string) => {
+    a.sendToLocal(to, text);
+    await deadline(
+      (async () => {
+        while (!received[to]!.includes(text)) await sleep(1);
+      })(),
+      5000,
+      `${text} received by ${to}`,
+    );
+  };
+  await sendAndWait('spinning', 's1');
+  await sendAndWait('parking', 'p1');
+  const before = { spinning: spinning.stats().parks, parking: parking.stats().parks };
+  await sleep(100); // within the spin
+  assert.is(spinning.stats().parks, before.spinning, 'no park while it polls');
+  assert.ok(parking.stats().parks > before.parking || parking.stats().parked, 'idleSpinUs 0: parked as soon as the inbox emptied');
+  await sendAndWait('spinning', 's2'); // picked up by polling, no wake-up needed
+  await sleep(700); // past the spin
+  assert.ok(spinning.stats().parks > before.spinning, 'parked once the spin was over');
+  assert.ok(spinning.stats().parked, 'parked now');
+  await sendAndWait('spinning', 's3'); // and the doorbell still wakes it
+  assert.equal(received.spinning, ['s1', 's2', 's3']);
+});
+
 const frames = suite('api: frames() ends at once');
 frames.after.each(cleanupAll);
 
