@@ -11,13 +11,16 @@
  *
  * Logs: one JSON object per line on stdout, one per lifecycle event (start,
  * peer up/down, refusals, undeliverable frames, stop) — never one per frame.
+ * Each has `time`, `level` (info, warn, error) and `event`; codes are names.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { HELP, USAGE } from './cli-help';
 import { parseArgs } from 'node:util';
 import { loadConfig, ConfigError, describeConfigError } from './config';
 import { isBusError } from '../src/internal';
 import { TransitServer } from './server';
+import { packageVersion } from './metrics';
+import { WIRE_ERROR_TABLE } from './codec';
+import { outcomeName } from '../src/internal';
 
 export const EXIT_OK = 0;
 export const EXIT_USAGE = 64;
@@ -25,22 +28,38 @@ export const EXIT_UNAVAILABLE = 69;
 export const EXIT_SOFTWARE = 70;
 export const EXIT_CONFIG = 78;
 
-const USAGE = 'usage: transit-server --config <cluster.json> --host <name> [--drain-timeout-ms <ms>] | --version';
 
-/** This package's version: package.json at its root, one folder up from relay/, two from dist/relay/. */
-function packageVersion(): string {
-  for (const root of [join(__dirname, '..'), join(__dirname, '..', '..')]) {
-    try {
-      return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
-    } catch {
-      // Not this one.
-    }
+/** Events logged at `error` (the relay cannot run or crashed) and `warn` (something refused, failed or lost); the rest are `info`. */
+const ERROR_EVENTS = new Set(['crash', 'config_error', 'start_failed', 'stop_failed', 'listener_error']);
+const WARN_EVENTS = new Set(['peer_refused', 'peer_error', 'connect_failed', 'undeliverable', 'peer_stalled', 'backpressure_on', 'intent_settled']);
+
+export type LogLevel = 'info' | 'warn' | 'error';
+
+export function logLevel(event: string, fields: Record<string, unknown>): LogLevel {
+  if (ERROR_EVENTS.has(event)) return 'error';
+  if (WARN_EVENTS.has(event)) return 'warn';
+  // A stop that leaves frames behind (a peer down at shutdown) is worth a look.
+  if (event === 'stop' && fields.clean === false) return 'warn';
+  return 'info';
+}
+
+/**
+ * Codes as the API names them: an outcome (`reason`) by its OUTCOME_TABLE name, e.g.
+ * 'EXPIRED' (src/outcome.ts), and a wire error (`code`) by its WIRE_ERROR_TABLE name, e.g.
+ * 'AUTH_FAILED', with the number kept as `wireCode` (as ProtocolError has it).
+ */
+function named(fields: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...fields };
+  if (typeof out.reason === 'number') out.reason = outcomeName(out.reason);
+  if (typeof out.code === 'number') {
+    out.wireCode = out.code;
+    out.code = (WIRE_ERROR_TABLE as Record<number, { name: string } | undefined>)[out.code]?.name ?? `WIRE_ERROR_${out.code}`;
   }
-  return 'unknown';
+  return out;
 }
 
 function log(event: string, fields: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), level: logLevel(event, fields), event, ...named(fields) })}\n`);
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -55,7 +74,7 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(HELP);
     return EXIT_OK;
   }
   if (values.version) {
@@ -82,6 +101,14 @@ async function main(argv: string[]): Promise<number> {
     throw err;
   }
   const server = new TransitServer(config, log);
+  // Handle SIGTERM/SIGINT from before the start line: a signal that arrived between that line and a
+  // handler installed after start() would take the default action and kill the relay mid-start.
+  let requested: string | null = null;
+  let onSignal = (signal: string): void => {
+    requested ??= signal;
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
   try {
     await server.start();
   } catch (err) {
@@ -106,8 +133,8 @@ async function main(argv: string[]): Promise<number> {
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    onSignal = stop;
+    if (requested !== null) stop(requested);
   });
 }
 

@@ -106,7 +106,13 @@ function readPrivateFile(path: string, field: string): Buffer {
   }
 }
 
-export function tlsShape(value: unknown, baseDir: string): Record<keyof TlsMaterial, string> {
+/**
+ * The TLS file paths of `value` (key, cert, ca) for host `hostName`: a
+ * `{host}` in a path is replaced by the host's name, so one shared config
+ * names each host's own files (`"key": "./tls/{host}.key"`); relative paths
+ * are resolved against the config's folder.
+ */
+export function tlsShape(value: unknown, baseDir: string, hostName = ''): Record<keyof TlsMaterial, string> {
   const t = object(value, 'tls', 'tls');
   onlyFields(t, 'tls', TLS_FIELDS);
   const files = {} as Record<keyof TlsMaterial, string>;
@@ -117,10 +123,13 @@ export function tlsShape(value: unknown, baseDir: string): Record<keyof TlsMater
     if (!plausiblePath(file)) {
       throw new ConfigError(field, `${field} must be a file path, not PEM text; received a string of ${file.length} characters (not shown)`);
     }
-    files[key] = resolve(baseDir, file);
+    files[key] = resolve(baseDir, file.split(HOST_PLACEHOLDER).join(hostName));
   }
   return files;
 }
+
+/** In a TLS path, replaced by the name of the host the config is loaded for. */
+export const HOST_PLACEHOLDER = '{host}';
 
 export function readTls(files: Record<keyof TlsMaterial, string>): TlsMaterial {
   const material = {} as Record<keyof TlsMaterial, Buffer>;

@@ -15,8 +15,9 @@
  *                                              trailing newline is dropped) or
  *   "secret": { "env": "SHMBUS_CLUSTER_SECRET" },   "env" (an environment variable name);
  *                                              at least MIN_SECRET_LENGTH (16) bytes
- *   "tls": { "key": "./alpha.key",             optional; if present, all three paths,
- *            "cert": "./alpha.crt",            each a readable, non-empty file
+ *   "tls": { "key": "./tls/{host}.key",        optional; if present, all three paths ("{host}" is replaced
+ *                                              by the host the relay runs as: one shared config, per-host files),
+ *            "cert": "./tls/{host}.crt",       each a readable, non-empty file
  *            "ca": "./ca.crt" },
  *   "limits": {                                optional; each field optional (LIMIT_RANGES)
  *     "poolSize": 2,                           TCP connections per peer host, 1..64
@@ -42,8 +43,8 @@
  *       "namespace": "alpha",                  shmbus namespace (default "default")
  *       "dir": "/dev/shm",                     segment folder (default "/dev/shm");
  *                                              namespace + dir unique among hosts
- *       "metrics": "127.0.0.1:9101",           optional HTTP metrics address; loopback only
- *                                              (127.0.0.0/8, [::1], localhost); port 0..65535
+ *       "metrics": "127.0.0.1:9101",           optional HTTP metrics address, port 0..65535; any address
+ *                                              given (0.0.0.0 to be scraped from elsewhere: no auth)
  *       "doorbellPort": 0,                     UDP doorbell port on 127.0.0.1, 0..65535, 0 = ephemeral (default)
  *       "inboxSlotSize": 1088,                 the relay's own inbox: slot size (validateSlotSize)
  *       "inboxCapacity": 1024,                 slots per lane (validateCapacity)
@@ -169,7 +170,7 @@ export interface HostConfig {
   readonly namespace: string;
   /** Absolute, normalised, without a trailing slash. */
   readonly dir: string;
-  /** Loopback HTTP metrics address, if configured (port 0 = ephemeral). */
+  /** HTTP metrics address, if configured (port 0 = ephemeral; any address given explicitly). */
   readonly metrics: Address | undefined;
   /** UDP doorbell port on 127.0.0.1 (0 = ephemeral). */
   readonly doorbellPort: number;
@@ -265,7 +266,7 @@ function build(raw: unknown, baseDir: string, hostName: string, env: ConfigEnv, 
   onlyFields(top, '', TOP_FIELDS);
   // Shape first, then the files: a typo is reported before any I/O.
   const secretSource = secretShape(top.secret, baseDir);
-  const tlsFiles = top.tls === undefined ? undefined : tlsShape(top.tls, baseDir);
+  const tlsFiles = top.tls === undefined ? undefined : tlsShape(top.tls, baseDir, typeof hostName === 'string' ? hostName : '');
   const limits = limitsOf(top.limits);
   const hosts = hostsOf(top.hosts, hostName);
   const self = hosts.get(typeof hostName === 'string' ? hostName : '');

@@ -106,6 +106,7 @@ export class Delivery {
   private readonly lastSeen = new Map<string, number>();
   private readonly startedAt = performance.now();
   private timer: NodeJS.Timeout | null = null;
+  private immediate: NodeJS.Immediate | null = null;
   private retryMs = RETRY_MIN_MS;
   private closed = false;
   /** Where {@link run} stopped: the offset of the first frame it did not settle. */
@@ -345,11 +346,13 @@ export class Delivery {
     if (this.pendingFrames * 2 <= this.limits.pendingFrames && this.pendingBytes * 2 <= this.limits.pendingBytes) this.onPressure(false);
   }
 
+  /** Retry on the next turn of the event loop (a consumer freed room): not a timer, whose least delay is 1 ms. */
   private retrySoon(): void {
-    if (this.closed || this.waiting.size === 0) return;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.schedule(0);
+    if (this.closed || this.waiting.size === 0 || this.immediate !== null) return;
+    this.immediate = setImmediate(() => {
+      this.immediate = null;
+      this.retry();
+    });
   }
 
   private schedule(ms: number): void {
@@ -407,6 +410,8 @@ export class Delivery {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    if (this.immediate !== null) clearImmediate(this.immediate);
+    this.immediate = null;
     return this.pendingFrames;
   }
 }

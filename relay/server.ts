@@ -23,7 +23,7 @@ import { DedupTable } from './dedup';
 import { Delivery } from './delivery';
 import { RelayEndpoint } from './endpoint';
 import { InboundLink, type AcceptorCounters } from './inbound';
-import { newPeerCounters, serveMetrics, type ConnectionSnapshot, type PeerCounters, type RelaySnapshot } from './metrics';
+import { newPeerCounters, serveMetrics, type ConnectionSnapshot, type PeerCounters, type PeerReadiness, type Readiness, type RelaySnapshot } from './metrics';
 import { Outbound } from './outbound';
 import { PeerLink, type Logger } from './pool';
 import { ERR_SHUTTING_DOWN } from './codec';
@@ -46,6 +46,8 @@ export class TransitServer {
   private readonly global = { pausedReads: 0, intentsSettled: 0, intentsUnknown: 0 };
   private paused = false;
   private stopping = false;
+  /** start() completed: listening, registered, links made. */
+  private started = false;
   private readonly startedAt = Date.now();
   listenPort = 0;
   metricsPort = 0;
@@ -73,7 +75,7 @@ export class TransitServer {
     });
     this.listenPort = (this.tcp.address() as { port: number }).port;
     if (self.metrics !== undefined) {
-      const served = await serveMetrics(self.metrics.host, self.metrics.port, () => this.snapshot());
+      const served = await serveMetrics(self.metrics.host, self.metrics.port, { snapshot: () => this.snapshot(), readiness: () => this.readiness() });
       this.metrics = served.server;
       this.metricsPort = served.port;
     }
@@ -116,6 +118,7 @@ export class TransitServer {
       dedupEntries: this.dedup.size,
     });
     this.outbound.pump();
+    this.started = true;
   }
 
   private accept(socket: Socket): void {
@@ -193,6 +196,32 @@ export class TransitServer {
       },
       peers,
       connections,
+    };
+  }
+
+  /** GET /readyz: ready once start() completed and until stop() begins; per peer, whether a link is up. */
+  readiness(): Readiness {
+    const peers: Record<string, PeerReadiness> = {};
+    let peersUp = 0;
+    for (const peer of this.config.peers) {
+      let outgoing = 0;
+      for (const slot of this.links.get(peer.name)?.slots ?? []) if (slot.state === 'ready') outgoing++;
+      let incoming = 0;
+      for (const l of this.inbound) if (l.open && l.peer === peer.name) incoming++;
+      const up = outgoing + incoming > 0;
+      if (up) peersUp++;
+      peers[peer.name] = { up, outgoing, incoming };
+    }
+    const ready = this.started && !this.stopping;
+    return {
+      ready,
+      status: this.stopping ? 'stopping' : ready ? 'ready' : 'starting',
+      host: this.config.self.name,
+      listening: this.tcp?.listening === true && !this.stopping,
+      configLoaded: true,
+      peersUp,
+      peersTotal: this.config.peers.length,
+      peers,
     };
   }
 

@@ -2,23 +2,25 @@
 /**
  * `shmbus` — look at and clean up namespaces.
  *
- *   shmbus stat [--namespace N] [--dir D] [--json]
+ *   shmbus stat [--namespace N] [--dir D] [--json] [--wide] [--watch [--interval S] [--count N]]
  *   shmbus gc   [--namespace N] [--dir D] [--json]
+ *   shmbus help [command] | --help | --version
  *
- * Exit codes: 0 done, 1 a shmbus error (printed with its code), 2 usage error.
+ * Exit codes: 0 done, 1 a shmbus error (printed with its code), 2 usage error
+ * (ERR_SHMBUS_USAGE). With --json an error is one JSON object on stderr. The
+ * full text is in cli-help.ts (`shmbus --help`).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isBusError } from './errors';
-import { DEFAULT_DIR } from './options';
-import { fetchRelayReport, gc, inspectNamespace, listNamespaces, type NamespaceReport, type RelayReport } from './stat';
+import { DEFAULT_WIDTH, formatRelay, formatReport, type FormatOptions } from './cli-format';
+import { COMMANDS, EXIT_ERROR, EXIT_OK, EXIT_USAGE, INTERNAL_CODE, USAGE_CODE, USAGE_LINE, helpText, type Command } from './cli-help';
+import { watchStat, type Snapshot } from './cli-watch';
+import { SystemError, isBusError } from './errors';
+import type { NamespaceReport } from './stat';
 
-const USAGE = `usage:
-  shmbus stat [--namespace N] [--dir D] [--json]   endpoints, inboxes and counters
-  shmbus gc   [--namespace N] [--dir D] [--json]   remove what dead processes left behind
-  shmbus --version                                 print the version
-  (--dir defaults to $SHMBUS_DIR or ${DEFAULT_DIR}; without --namespace, every namespace in --dir)`;
+export { EXIT_ERROR, EXIT_OK, EXIT_USAGE } from './cli-help';
+export { formatRelay, formatReport } from './cli-format';
 
 /** This package's version: package.json at its root, one folder up from src/, two from dist/src/. */
 function packageVersion(): string {
@@ -32,117 +34,178 @@ function packageVersion(): string {
   return 'unknown';
 }
 
-export const EXIT_OK = 0;
-export const EXIT_ERROR = 1;
-export const EXIT_USAGE = 2;
+/** A command-line mistake: exit 2, code ERR_SHMBUS_USAGE. */
+class UsageError extends Error {}
 
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-  return rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join('  ')).join('\n');
-}
+const OPTIONS = {
+  namespace: { type: 'string', short: 'n' },
+  dir: { type: 'string' },
+  json: { type: 'boolean' },
+  wide: { type: 'boolean' },
+  watch: { type: 'boolean' },
+  interval: { type: 'string' },
+  count: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const;
 
-export function formatRelay(name: string, relay: RelayReport | null): string {
-  if (relay === null) return `relay ${name}: metrics endpoint did not answer`;
-  const g = relay.global;
-  const head = `relay: outbound depth ${g.outboundDepth ?? 0}, pending ${g.pendingFrames ?? 0} frame(s), delivered ${g.delivered ?? 0}, duplicates dropped ${g.duplicates ?? 0}, undeliverable ${g.undeliverable ?? 0}, auth failures ${g.authFailures ?? 0}, unknown peers ${g.unknownPeers ?? 0}, malformed ${g.malformed ?? 0}`;
-  const peers = Object.entries(relay.peers);
-  if (peers.length === 0) return head;
-  const rows = [['peer', 'conns', 'frames out', 'bytes out', 'batches', 'acks in', 'resends', 'unacked', 'queued', 'frames in', 'acks out', 'dups', 'undeliv.', 'reconnects', 'failures']];
-  for (const [peer, c] of peers) {
-    rows.push([peer, c.connections, c.framesOut, c.bytesOut, c.batchesOut, c.acksIn, c.resends, c.unacked, c.queued, c.framesIn, c.acksOut, c.duplicates, c.undeliverable, c.reconnects, c.connectFailures].map((v) => String(v ?? 0)));
+/** Options only `stat` takes. */
+const STAT_ONLY = ['wide', 'watch', 'interval', 'count'] as const;
+
+const MIN_INTERVAL_S = 0.05;
+const MAX_INTERVAL_S = 86_400;
+const DEFAULT_INTERVAL_S = 2;
+
+/** Node's parseArgs errors in our words. */
+function parseError(e: unknown): UsageError {
+  const { code, message } = e as { code?: string; message: string };
+  const option = /'(-[^' ]+)/.exec(message)?.[1];
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option !== undefined) return new UsageError(`unknown option ${option}`);
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option !== undefined) {
+    return new UsageError(/argument missing|ambiguous/.test(message) ? `option ${option} needs a value` : `option ${option} takes no value`);
   }
-  return `${head}\n${table(rows)}`;
+  return new UsageError(message.split('. ')[0]!);
 }
 
-export function formatReport(report: NamespaceReport): string {
-  const head = `namespace ${report.namespace} (${report.dir}): ${report.endpoints.length} endpoint(s), ${report.registrations} registration(s), ${report.takeovers} takeover(s)`;
-  if (report.endpoints.length === 0) return head;
-  const rows = [['endpoint', 'pid', 'alive', 'state', 'depth', 'lanes', 'slot', 'sent', 'received', 'refused', 'full', 'corrupt', 'wakeups', 'doorbell']];
-  for (const e of report.endpoints) {
-    rows.push([
-      e.relay ? `${e.name} (relay)` : e.name,
-      String(e.pid),
-      e.alive ? 'yes' : 'DEAD',
-      e.error !== undefined ? 'ERROR' : e.parked ? 'parked' : 'running',
-      String(e.depth),
-      `${e.lanesInUse.length}/${e.lanes}x${e.capacity}`,
-      String(e.slotSize),
-      String(e.sent),
-      String(e.received),
-      String(e.sendRefused),
-      String(e.refusedFull),
-      e.corruptLanes > 0 ? `${e.corrupt} (${e.corruptLanes} lane${e.corruptLanes === 1 ? '' : 's'})` : String(e.corrupt),
-      String(e.wakeups),
-      e.doorbell,
-    ]);
+function seconds(text: string): number {
+  const s = /^\s*\d+(\.\d+)?\s*$|^\s*\.\d+\s*$/.test(text) ? Number(text) : NaN;
+  if (!(s >= MIN_INTERVAL_S && s <= MAX_INTERVAL_S)) throw new UsageError(`--interval takes seconds from ${MIN_INTERVAL_S} to ${MAX_INTERVAL_S} (like 0.5 or 2), not ${JSON.stringify(text)}`);
+  return s;
+}
+
+function positiveInteger(text: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(Number.isSafeInteger(n) && n >= 1)) throw new UsageError(`--count takes a positive integer, not ${JSON.stringify(text)}`);
+  return n;
+}
+
+function isCommand(word: string | undefined): word is Command {
+  return (COMMANDS as readonly string[]).includes(word ?? '');
+}
+
+/** An error as printed: its code, message, exit status and (system errors) what failed. */
+function describe(e: unknown): { code: string; message: string; exitCode: number; extra: Record<string, string> } {
+  if (e instanceof UsageError) return { code: USAGE_CODE, message: e.message, exitCode: EXIT_USAGE, extra: {} };
+  if (e instanceof SystemError) return { code: e.code, message: e.message, exitCode: EXIT_ERROR, extra: { errno: e.errno, syscall: e.syscall, ...(e.path === undefined ? {} : { path: e.path }) } };
+  if (isBusError(e)) return { code: e.code, message: e.message, exitCode: EXIT_ERROR, extra: {} };
+  return { code: INTERNAL_CODE, message: `unexpected error (a bug in shmbus; NODE_DEBUG=shmbus prints its stack): ${String((e as Error)?.message ?? e).split('\n')[0]}`, exitCode: EXIT_ERROR, extra: {} };
+}
+
+export interface Terminal {
+  /** stdout is a terminal (the watch view clears the screen). */
+  readonly isTTY: boolean;
+  /** Its width in columns, if known. */
+  readonly columns: number | undefined;
+}
+
+const processTerminal = (): Terminal => ({ isTTY: process.stdout.isTTY === true, columns: process.stdout.columns });
+
+export async function main(
+  argv: string[],
+  out: (s: string) => void = (s) => process.stdout.write(`${s}\n`),
+  err: (s: string) => void = (s) => process.stderr.write(`${s}\n`),
+  terminal: Terminal = processTerminal(),
+): Promise<number> {
+  const end = argv.indexOf('--');
+  const json = (end === -1 ? argv : argv.slice(0, end)).includes('--json');
+  try {
+    return await run(argv, out, terminal);
+  } catch (e) {
+    const { code, message, exitCode, extra } = describe(e);
+    if (json) err(JSON.stringify({ code, message, exitCode, ...extra }));
+    else err(`shmbus: ${code}: ${message}${exitCode === EXIT_USAGE ? `\n${USAGE_LINE}` : ''}`);
+    if (code === INTERNAL_CODE && /\bshmbus\b/.test(process.env.NODE_DEBUG ?? '')) err(String((e as Error)?.stack ?? e));
+    return exitCode;
   }
-  const errors = report.endpoints.filter((e) => e.error !== undefined).map((e) => `  ${e.name}: ${e.error}`);
-  const corrupt = report.endpoints.flatMap((e) => e.lanesInUse.filter((l) => l.corrupt).map((l) => `  ${e.name}: lane ${l.lane} CORRUPT (head ${l.head}, tail ${l.tail}) set aside`));
-  const refused = report.endpoints.filter((e) => e.laneRefused > 0).map((e) => `  ${e.name}: ${e.laneRefused} producer(s) refused: every lane taken (open it with more lanes)`);
-  return [head, table(rows), ...errors, ...corrupt, ...refused].join('\n');
 }
 
-export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(`${s}\n`), err: (s: string) => void = (s) => process.stderr.write(`${s}\n`)): Promise<number> {
+async function run(argv: string[], out: (s: string) => void, terminal: Terminal): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: { namespace: { type: 'string', short: 'n' }, dir: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: OPTIONS });
   } catch (e) {
-    err(`shmbus: ${(e as Error).message}\n${USAGE}`);
-    return EXIT_USAGE;
+    throw parseError(e);
   }
   const { values, positionals } = parsed;
-  if (values.help) {
-    out(USAGE);
-    return EXIT_OK;
-  }
+  const [command, ...rest] = positionals;
   if (values.version) {
     out(packageVersion());
     return EXIT_OK;
   }
-  const command = positionals[0];
-  if (positionals.length !== 1 || (command !== 'stat' && command !== 'gc')) {
-    err(`shmbus: expected one command, stat or gc\n${USAGE}`);
-    return EXIT_USAGE;
+  if (command !== undefined && !isCommand(command)) throw new UsageError(`unknown command ${JSON.stringify(command)} (commands: ${COMMANDS.join(', ')})`);
+  if (command === 'help' || values.help) {
+    const topic = command === 'help' ? rest.shift() : command;
+    if (topic !== undefined && !isCommand(topic)) throw new UsageError(`no help on ${JSON.stringify(topic)} (commands: ${COMMANDS.join(', ')})`);
+    if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])}`);
+    out(helpText(topic));
+    return EXIT_OK;
   }
+  if (command === undefined) throw new UsageError('no command given');
+  if (rest.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(rest[0])} after ${command}`);
+  if (command === 'gc') {
+    const misplaced = STAT_ONLY.find((o) => values[o] !== undefined);
+    if (misplaced !== undefined) throw new UsageError(`option --${misplaced} is for stat, not gc`);
+  }
+  if (!values.watch) {
+    const misplaced = (['interval', 'count'] as const).find((o) => values[o] !== undefined);
+    if (misplaced !== undefined) throw new UsageError(`option --${misplaced} needs --watch`);
+  }
+  const intervalS = values.interval === undefined ? DEFAULT_INTERVAL_S : seconds(values.interval);
+  const count = values.count === undefined ? undefined : positiveInteger(values.count);
+
+  // Loaded here, not on import: they load the native addon, and `--help` or
+  // `--version` work without it; a missing addon is then one line
+  // (ERR_SHMBUS_ADDON_MISSING, exit 1), not a stack trace.
+  const { DEFAULT_DIR } = require('./options') as typeof import('./options');
+  const { checkDir, fetchRelayReport, gc, inspectNamespace, listNamespaces } = require('./stat') as typeof import('./stat');
   const dir = values.dir ?? process.env.SHMBUS_DIR ?? DEFAULT_DIR;
-  try {
-    if (command === 'stat') {
-      const namespaces = values.namespace !== undefined ? [values.namespace] : listNamespaces(dir);
-      const reports = namespaces.map((ns) => inspectNamespace(dir, ns)).filter((r): r is NamespaceReport => r !== null);
-      // Relays keep per-peer counters in their process; ask each live relay over its loopback metrics port.
-      const relays = await Promise.all(
-        reports.map((r) => {
-          const relay = r.endpoints.find((e) => e.relay && e.alive && e.metricsPort > 0);
-          return relay === undefined ? Promise.resolve(undefined) : fetchRelayReport(relay.metricsPort);
-        }),
-      );
-      if (values.json) out(JSON.stringify(reports.map((r, i) => ({ ...r, relay: relays[i] ?? null })), null, 2));
-      else if (reports.length === 0) out(`no shmbus namespace${values.namespace !== undefined ? ` "${values.namespace}"` : ''} in ${dir}`);
-      else out(reports.map((r, i) => (relays[i] === undefined ? formatReport(r) : `${formatReport(r)}\n${formatRelay(r.namespace, relays[i]!)}`)).join('\n\n'));
-    } else {
-      const report = gc(dir, values.namespace);
-      if (values.json) out(JSON.stringify(report, null, 2));
-      else {
-        for (const r of report.reaped) out(`reaped ${r.namespace}/${r.name} (dead pid ${r.pid}, ${r.unread} unread frame(s) discarded)`);
-        for (const path of report.removed) out(`removed ${path}`);
-        out(`gc: ${report.reaped.length} endpoint(s) reaped, ${report.removed.length} file(s) removed, ${report.kept.length} kept`);
-      }
+  checkDir(dir);
+  if (command === 'gc') {
+    const report = gc(dir, values.namespace);
+    if (values.json) out(JSON.stringify(report, null, 2));
+    else {
+      for (const r of report.reaped) out(`reaped ${r.namespace}/${r.name} (dead pid ${r.pid}, ${r.unread} unread frame(s) discarded)`);
+      for (const path of report.removed) out(`removed ${path}`);
+      out(`gc: ${report.reaped.length} endpoint(s) reaped, ${report.removed.length} file(s) removed, ${report.kept.length} kept`);
     }
     return EXIT_OK;
-  } catch (e) {
-    if (isBusError(e)) {
-      err(`shmbus: ${e.code}: ${e.message}`);
-      return EXIT_ERROR;
-    }
-    throw e;
   }
+
+  const collect = async (): Promise<Snapshot[]> => {
+    const namespaces = values.namespace !== undefined ? [values.namespace] : listNamespaces(dir);
+    const reports = namespaces.map((ns) => inspectNamespace(dir, ns)).filter((r): r is NamespaceReport => r !== null);
+    // Relays keep per-peer counters in their process; ask each live relay over its loopback metrics port.
+    const relays = await Promise.all(
+      reports.map((r) => {
+        const relay = r.endpoints.find((e) => e.relay && e.alive && e.metricsPort > 0);
+        return relay === undefined ? Promise.resolve(undefined) : fetchRelayReport(relay.metricsPort);
+      }),
+    );
+    return reports.map((report, i) => ({ report, relay: relays[i] }));
+  };
+  const emptyText = `no shmbus namespace${values.namespace !== undefined ? ` "${values.namespace}"` : ''} in ${dir}`;
+  const width = terminal.isTTY && terminal.columns !== undefined && terminal.columns > 0 ? terminal.columns : DEFAULT_WIDTH;
+  const wide = values.wide === true;
+  if (values.watch) {
+    await watchStat({ collect, emptyText, intervalMs: intervalS * 1000, count, json: values.json === true, wide, width, tty: terminal.isTTY, out });
+    return EXIT_OK;
+  }
+  const snapshots = await collect();
+  if (values.json) out(JSON.stringify(snapshots.map(({ report, relay }) => ({ ...report, relay: relay ?? null })), null, 2));
+  else if (snapshots.length === 0) out(emptyText);
+  else {
+    const fmt: FormatOptions = { wide, width };
+    out(snapshots.map(({ report, relay }) => (relay === undefined ? formatReport(report, fmt) : `${formatReport(report, fmt)}\n${formatRelay(report.namespace, relay, fmt)}`)).join('\n\n'));
+  }
+  return EXIT_OK;
 }
 
 if (require.main === module) {
+  // A closed pipe (`shmbus stat --watch | head`) ends the program quietly, as for any Unix tool.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(EXIT_OK);
+    throw e;
+  });
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

@@ -7,7 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { get as httpGet } from 'node:http';
 import { join } from 'node:path';
 import { Directory, type EntryInfo } from './directory';
-import { isBusError } from './errors';
+import { SystemError, isBusError } from './errors';
 import {
   DOORBELL_UDP,
   ENTRY_FLAG_RELAY,
@@ -58,11 +58,38 @@ function directoryOptions(dir: string, namespace: string) {
   return { dir, namespace, entryCount: 1, mode: DEFAULT_MODE, lockTimeoutMs: DEFAULT_LOCK_TIMEOUT_MS };
 }
 
+/** A Node fs error as a {@link SystemError} (ERR_SHMBUS_SYSTEM) naming the folder; other errors unchanged. */
+function folderError(err: unknown, dir: string): unknown {
+  const e = err as { code?: unknown; syscall?: unknown; message?: unknown };
+  if (e === null || typeof e !== 'object' || typeof e.code !== 'string' || typeof e.syscall !== 'string') return err;
+  const why: Record<string, string> = { ENOENT: 'does not exist', ENOTDIR: 'is not a folder', EACCES: 'cannot be read (permission denied)', EPERM: 'cannot be read (operation not permitted)' };
+  return new SystemError(`folder ${dir} ${why[e.code] ?? 'cannot be read'} (${e.syscall} ${e.code})`, e.syscall, e.code, dir, err);
+}
+
+/**
+ * Check that `dir` is an absolute path to an existing folder: throws
+ * ERR_SHMBUS_INVALID_OPTION (not absolute) or ERR_SHMBUS_SYSTEM (missing, not
+ * a folder, unreadable; `errno` says which) instead of Node's raw fs error.
+ */
+export function checkDir(dir: string): void {
+  validateDir(dir);
+  listFolder(dir);
+}
+
+/** The names in `dir`; fs errors as ERR_SHMBUS_SYSTEM. */
+function listFolder(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (err) {
+    throw folderError(err, dir);
+  }
+}
+
 /** Namespaces that have a directory file in `dir`. */
 export function listNamespaces(dir: string): string[] {
   validateDir(dir);
   const names: string[] = [];
-  for (const file of readdirSync(dir)) {
+  for (const file of listFolder(dir)) {
     const m = /^shmbus\.([A-Za-z0-9_-]{1,64})\.dir$/.exec(file);
     if (m) names.push(m[1]!);
   }
@@ -163,7 +190,7 @@ export function gc(dir: string, namespace?: string): GcReport {
   // Inbox files per namespace, listed before the directory is looked at: an inbox
   // is created (under the lock) only while its namespace's directory exists.
   const inboxes = new Map<string, string[]>();
-  for (const file of readdirSync(dir)) {
+  for (const file of listFolder(dir)) {
     const m = /^shmbus\.([A-Za-z0-9_-]{1,64})\.(.+)\.inbox$/.exec(file);
     if (!m || (namespace !== undefined && m[1] !== namespace)) continue;
     const list = inboxes.get(m[1]!) ?? [];

@@ -188,6 +188,21 @@ valid('resolves relative TLS paths against the config folder and reads them', ()
   assert.equal(config.tls!.ca, Buffer.from('CA'));
 });
 
+valid('one shared config names each host\'s own TLS files: {host} in a path is the host the relay runs as', () => {
+  write('cluster.secret', SECRET);
+  write('tls/alpha.key', 'ALPHA KEY');
+  write('tls/alpha.crt', 'ALPHA CERT');
+  write('tls/beta.key', 'BETA KEY');
+  write('tls/beta.crt', 'BETA CERT');
+  write('tls/ca.crt', 'CA');
+  const raw = minimal();
+  raw.tls = { key: './tls/{host}.key', cert: './tls/{host}.crt', ca: './tls/ca.crt' };
+  const path = writeConfig(raw);
+  assert.equal([loadConfig(path, 'alpha').tls!.key, loadConfig(path, 'alpha').tls!.cert], [Buffer.from('ALPHA KEY'), Buffer.from('ALPHA CERT')]);
+  assert.equal([loadConfig(path, 'beta').tls!.key, loadConfig(path, 'beta').tls!.cert], [Buffer.from('BETA KEY'), Buffer.from('BETA CERT')]);
+  assert.equal(loadConfig(path, 'beta').tls!.ca, Buffer.from('CA'));
+});
+
 valid('reads the secret from an environment variable, verbatim', () => {
   const raw = minimal();
   raw.secret = { env: 'SHMBUS_CLUSTER_SECRET' };
@@ -217,13 +232,17 @@ valid('accepts IPv6 and host-name relays, normalised', () => {
   assert.equal({ ...config.peers[0]!.relay }, { host: 'relay-2.example.com', port: 65535, text: 'relay-2.example.com:65535' });
 });
 
-valid('accepts loopback metrics addresses, port 0 included', () => {
+valid('accepts any metrics address given explicitly (loopback or not), port 0 included', () => {
   write('cluster.secret', SECRET);
   for (const [metrics, host, port] of [
     ['127.0.0.1:0', '127.0.0.1', 0],
     ['127.1.2.3:9101', '127.1.2.3', 9101],
     ['[::1]:9101', '::1', 9101],
     ['LocalHost:9101', 'localhost', 9101],
+    ['0.0.0.0:9101', '0.0.0.0', 9101],
+    ['[::]:0', '::', 0],
+    ['10.0.0.1:9101', '10.0.0.1', 9101],
+    ['Metrics.Example.com:9101', 'metrics.example.com', 9101],
   ] as const) {
     const raw = minimal();
     raw.hosts.alpha.metrics = metrics;
@@ -368,8 +387,8 @@ const CASES: Array<[string, (c: Raw) => void, string, string?]> = [
   ['a doorbell port above 65535', (c) => (c.hosts.alpha.doorbellPort = 65536), 'hosts.alpha.doorbellPort'],
   ['a negative doorbell port', (c) => (c.hosts.alpha.doorbellPort = -1), 'hosts.alpha.doorbellPort'],
   ['a fractional doorbell port', (c) => (c.hosts.alpha.doorbellPort = 1.5), 'hosts.alpha.doorbellPort'],
-  ['a metrics address that is not loopback', (c) => (c.hosts.alpha.metrics = '10.0.0.1:9101'), 'hosts.alpha.metrics'],
-  ['a metrics host name other than localhost', (c) => (c.hosts.alpha.metrics = 'example.com:9101'), 'hosts.alpha.metrics'],
+  ['a metrics address without a port', (c) => (c.hosts.alpha.metrics = '0.0.0.0'), 'hosts.alpha.metrics'],
+  ['a bare IPv6 metrics address', (c) => (c.hosts.alpha.metrics = ':::9101'), 'hosts.alpha.metrics'],
   ['a metrics port above 65535', (c) => (c.hosts.alpha.metrics = '127.0.0.1:65536'), 'hosts.alpha.metrics'],
   ['null for an optional field', (c) => (c.hosts.alpha.metrics = null), 'hosts.alpha.metrics'],
   ['a missing secret', (c) => delete c.secret, 'secret'],

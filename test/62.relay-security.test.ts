@@ -227,7 +227,7 @@ auth('a relay with another secret delivers nothing; restarted with the right one
   assert.ok(a1.send('b1@beta', bytes('kept')));
   // Several attempts, each refused (the impostor checks beta's proof first and refuses it).
   await impostor.event('connect_failed', 15_000, (e) => e.peer === 'beta');
-  await rb.event('peer_error', 15_000, (e) => e.code === ERR_AUTH_FAILED);
+  await rb.event('peer_error', 15_000, (e) => e.code === 'AUTH_FAILED' && e.wireCode === ERR_AUTH_FAILED);
   await until(() => impostor.events('connect_failed').length >= 2, 15_000, 'a second refused attempt');
   assert.is(rb.events('peer_accepted').length, 0);
   assert.is(b1.recvFromLocal(), null);
@@ -511,6 +511,20 @@ three('a peer frame addressed to "@relay" is refused as UNKNOWN_DESTINATION, nev
 const config = suite('relay: config errors and exit codes');
 config.after.each(cleanupAll);
 
+config('transit-server --help explains the options, signals, output and exit codes in 80 columns; --version prints the version', async () => {
+  const help = runRelay(['--help']);
+  assert.is((await help.exited(30_000)).code, 0);
+  const text = help.lines.join('\n');
+  for (const needle of ['--config <file>', '--host <name>', '--drain-timeout-ms', 'SIGTERM', 'Exit codes:', '78', '/readyz']) assert.ok(text.includes(needle), `--help mentions ${needle}`);
+  assert.equal(help.lines.filter((l) => l.length > 80), [], 'every line fits 80 columns');
+  const version = runRelay(['--version']);
+  assert.is((await version.exited(30_000)).code, 0);
+  assert.match(version.lines.join(''), /^\d+\.\d+\.\d+/);
+  const bad = runRelay(['--bogus']);
+  assert.is((await bad.exited(30_000)).code, 64);
+  assert.match(bad.stderr(), /usage: transit-server/);
+});
+
 config('a bad config exits 78 naming the field, never the secret; no --config exits 64', async () => {
   const secret = newSecret();
   const cluster = await makeCluster(['alpha', 'beta'], { secret });
@@ -623,11 +637,11 @@ observe('GET /metrics is valid Prometheus text with per-peer frame counts; shmbu
       else assert.match(line, /^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* /);
       continue;
     }
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\} (\S+)$/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*",?)*)\})? (\S+)$/.exec(line);
     assert.ok(m, `not a sample line: ${JSON.stringify(line)}`);
     assert.ok(Number.isFinite(Number(m![3])), `not a number: ${line}`);
     assert.ok(typed.has(m![1]!), `sample before its # TYPE: ${line}`);
-    samples.set(`${m![1]}{${m![2]}}`, Number(m![3]));
+    samples.set(`${m![1]}{${m![2] ?? ''}}`, Number(m![3]));
   }
   assert.is(samples.get('shmbus_relay_peer_frames_out_total{host="alpha",peer="beta"}'), N);
   assert.is(samples.get('shmbus_relay_peer_frames_in_total{host="alpha",peer="beta"}'), 0);
@@ -711,7 +725,7 @@ defects('the acceptor counts a handshake its connector refused for another secre
   assert.is((await rogue.next()).type, MSG_CHALLENGE);
   rogue.write(encodeError(ERR_AUTH_FAILED, 'proof does not verify'));
   await rogue.closed();
-  await rb.event('peer_error', 5000, (e) => e.code === ERR_AUTH_FAILED);
+  await rb.event('peer_error', 5000, (e) => e.code === 'AUTH_FAILED' && e.wireCode === ERR_AUTH_FAILED);
   const m = await rb.metrics();
   assert.is(m.global.authFailures, 1, 'a peer with another secret leaves a trace in beta\'s counters, not only in its log');
 });

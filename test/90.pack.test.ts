@@ -196,7 +196,8 @@ pack('both binaries run through npx: shmbus --version, transit-server --help', a
   const version = await runOk('npx', ['shmbus', '--version'], { cwd: s.consumer, timeoutMs: 20_000 });
   assert.is(version.stdout.trim(), VERSION);
   const help = await runOk('npx', ['transit-server', '--help'], { cwd: s.consumer, timeoutMs: 20_000 });
-  assert.match(help.stdout, /^usage: transit-server --config/);
+  assert.match(help.stdout, /^usage: transit-server --config/m);
+  assert.match(help.stdout, /Exit codes:/);
   const relayVersion = await runOk('npx', ['transit-server', '--version'], { cwd: s.consumer, timeoutMs: 20_000 });
   assert.is(relayVersion.stdout.trim(), VERSION);
 });
