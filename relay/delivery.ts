@@ -20,59 +20,11 @@
  * Every frame is settled exactly once, in stream order, to the stream's owner
  * (inbound.ts answers the peer with ACKs; outbound.ts releases local frames).
  */
-import { OUTCOME_DELIVERED, OUTCOME_DUPLICATE, OUTCOME_EXPIRED, OUTCOME_TOO_LARGE, OUTCOME_UNKNOWN_DESTINATION } from '../src/internal';
-import { FRAME_FLAG_REMOTE, MAX_ADDRESS_LENGTH } from '../src/internal';
-import { encodeAddressPrefix, type ProducerStamp } from '../src/internal';
-import type { Route } from '../src/internal';
+import { MAX_ADDRESS_LENGTH, OUTCOME_DELIVERED, OUTCOME_DUPLICATE, OUTCOME_EXPIRED, OUTCOME_TOO_LARGE, OUTCOME_UNKNOWN_DESTINATION, type Route } from '../src/internal';
 import { FRAME_HEADER_LENGTH, FRAME_PAYLOAD_LENGTH_OFFSET, FRAME_SEQUENCE_OFFSET, isSequenceAfter } from './codec';
 import type { DedupTable } from './dedup';
 import type { RelayEndpoint } from './endpoint';
-
-/** Who a stream's frames are settled to. */
-export interface StreamOwner {
-  /** `count` more frames of `stream` are settled, the last with `outcome` (the others DELIVERED or DUPLICATE); `tag` is the frame's when count is 1. */
-  settled(stream: InboundStream, count: number, outcome: number, tag: number): void;
-  /** The pass that settled frames is over: send what it queued. */
-  flush(): void;
-}
-
-/** Frames of a stream waiting for their target, as they arrived (wire layout). */
-interface HeldChunk {
-  readonly bytes: Uint8Array;
-  /** Offset of the next frame in `bytes`. */
-  at: number;
-  /** Frames left. */
-  left: number;
-  readonly tag: number;
-  readonly since: number;
-}
-
-/** One source endpoint's frames to one local destination, from one owner. */
-export class InboundStream {
-  readonly stamp: ProducerStamp;
-  /** The source address `name@host` as the prefix written before each payload. */
-  readonly prefix: Uint8Array;
-  route: Route | null = null;
-  dedupSlot = -1;
-  dedupEpoch = -1;
-  readonly held: HeldChunk[] = [];
-  heldFrames = 0;
-  waitingForRoom = false;
-  /** Settled frames (the owner's count). */
-  settledCount = 0;
-
-  constructor(
-    readonly owner: StreamOwner,
-    readonly sourceHost: number,
-    sourceIndex: number,
-    sourceGeneration: number,
-    readonly destination: string,
-    sourceAddress: string,
-  ) {
-    this.stamp = { sourceHost, sourceIndex, sourceGeneration, flags: FRAME_FLAG_REMOTE };
-    this.prefix = encodeAddressPrefix(sourceAddress);
-  }
-}
+import { InboundStream, readU32, writeU32, type HeldChunk, type StreamOwner } from './stream';
 
 export interface DeliveryLimits {
   readonly pendingFrames: number;
@@ -80,6 +32,8 @@ export interface DeliveryLimits {
   readonly ttlMs: number;
   /** A frame for a name not registered now nor within this long is answered UNKNOWN_DESTINATION at once; else it waits this long. */
   readonly unknownGraceMs: number;
+  /** A full target is polled (once per event-loop turn) this long (µs) before the relay sleeps until its consumer frees room. */
+  readonly idleSpinUs?: number;
 }
 
 export interface DeliveryCounters {
@@ -107,6 +61,9 @@ export class Delivery {
   private readonly startedAt = performance.now();
   private timer: NodeJS.Timeout | null = null;
   private immediate: NodeJS.Immediate | null = null;
+  /** How long a full target is polled before the relay sleeps on it (ms), and whether one is polled now. */
+  private readonly spinMs: number;
+  private spinning = false;
   private retryMs = RETRY_MIN_MS;
   private closed = false;
   /** Where {@link run} stopped: the offset of the first frame it did not settle. */
@@ -120,7 +77,9 @@ export class Delivery {
     private readonly limits: DeliveryLimits,
     /** Called with true when a pending bound is reached (stop reading peers), false when pending has halved. */
     private readonly onPressure: (full: boolean) => void,
-  ) {}
+  ) {
+    this.spinMs = (limits.idleSpinUs ?? 0) / 1000;
+  }
 
   get pending(): { frames: number; bytes: number } {
     return { frames: this.pendingFrames, bytes: this.pendingBytes };
@@ -259,7 +218,8 @@ export class Delivery {
     settled += this.commit(stream, route, slot, batched, batchLast, tail, tag);
     this.cursor = offset;
     this.lastSeen.set(stream.destination, performance.now());
-    if (settled < n && !stream.waitingForRoom) this.waitForRoom(stream, bytes, offset);
+    if (settled < n) this.whenFull(stream, bytes, offset);
+    else stream.fullSince = 0;
     return settled;
   }
 
@@ -314,6 +274,21 @@ export class Delivery {
     return count;
   }
 
+  /**
+   * The target is full: poll it on the next event-loop turns while the
+   * spin lasts (its consumer usually frees room within microseconds), then
+   * sleep on the lane's head until the consumer wakes us.
+   */
+  private whenFull(stream: InboundStream, bytes: Uint8Array, offset: number): void {
+    const now = performance.now();
+    if (stream.fullSince === 0) stream.fullSince = now;
+    if (now - stream.fullSince < this.spinMs) {
+      this.spinning = true;
+      return;
+    }
+    if (!stream.waitingForRoom) this.waitForRoom(stream, bytes, offset);
+  }
+
   private waitForRoom(stream: InboundStream, bytes: Uint8Array, offset: number): void {
     const length = readU32(bytes, offset + FRAME_PAYLOAD_LENGTH_OFFSET) + PREFIX_ROOM;
     stream.waitingForRoom = true;
@@ -333,7 +308,8 @@ export class Delivery {
     this.pendingByHost.set(stream.sourceHost, (this.pendingByHost.get(stream.sourceHost) ?? 0) + frames);
     this.waiting.add(stream);
     if (this.full) this.onPressure(true);
-    this.schedule(RETRY_MIN_MS);
+    if (this.spinning) this.retrySoon();
+    else this.schedule(RETRY_MIN_MS);
   }
 
   private unpend(host: number, frames: number, bytes: number): void {
@@ -367,6 +343,7 @@ export class Delivery {
   /** Retry every held stream in order; past the TTL (or the grace, for a target still missing) a frame is undeliverable. */
   retry(): void {
     let progressed = false;
+    this.spinning = false;
     for (const stream of this.waiting) {
       while (stream.held.length > 0) {
         const chunk = stream.held[0]!;
@@ -396,7 +373,9 @@ export class Delivery {
     }
     this.endPass();
     this.relieved();
-    if (this.waiting.size > 0) this.schedule(progressed ? RETRY_MIN_MS : Math.min(Math.max(this.retryMs, RETRY_MIN_MS) * 2, RETRY_MAX_MS));
+    if (this.waiting.size === 0) return;
+    if (this.spinning) this.retrySoon();
+    else this.schedule(progressed ? RETRY_MIN_MS : Math.min(Math.max(this.retryMs, RETRY_MIN_MS) * 2, RETRY_MAX_MS));
   }
 
   private release(stream: InboundStream, chunk: HeldChunk, frames: number, bytes: number): void {
@@ -414,15 +393,4 @@ export class Delivery {
     this.immediate = null;
     return this.pendingFrames;
   }
-}
-
-function readU32(bytes: Uint8Array, at: number): number {
-  return (bytes[at]! | (bytes[at + 1]! << 8) | (bytes[at + 2]! << 16) | (bytes[at + 3]! << 24)) >>> 0;
-}
-
-function writeU32(bytes: Uint8Array, at: number, value: number): void {
-  bytes[at] = value & 0xff;
-  bytes[at + 1] = (value >>> 8) & 0xff;
-  bytes[at + 2] = (value >>> 16) & 0xff;
-  bytes[at + 3] = (value >>> 24) & 0xff;
 }

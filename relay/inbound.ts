@@ -33,7 +33,8 @@ import {
 } from './codec';
 import type { ClusterConfig } from './config';
 import { Connection } from './connection';
-import { InboundStream, type Delivery, type StreamOwner } from './delivery';
+import type { Delivery } from './delivery';
+import { InboundStream, type StreamOwner } from './stream';
 import { AcceptorHandshake } from './handshake';
 import type { PeerCounters } from './metrics';
 import type { Logger } from './pool';
