@@ -56,7 +56,8 @@ export interface Cluster {
   port(host: string): number;
   /** The proxy peers dial to reach the host (a stable port across restarts; cut() breaks its connections). */
   front(host: string): TcpProxy;
-  start(host: string, extraArgs?: string[]): Promise<Relay>;
+  /** Start a host's relay; `without` leaves hosts out of its config (a host the cluster adds later). */
+  start(host: string, extraArgs?: string[], options?: { without?: readonly string[] }): Promise<Relay>;
   /** Rewrite the config (e.g. to point a host at a proxy). */
   writeConfig(mutate?: (config: Record<string, unknown>) => void): void;
 }
@@ -124,10 +125,11 @@ export async function makeCluster(
       mutate?.(config);
       writeFileSync(configPath, JSON.stringify(config, null, 2));
     },
-    async start(host, extraArgs = []) {
+    async start(host, extraArgs = [], startOptions = {}) {
       // A relay's own listen address: port 0, the kernel picks; the start line says which.
       const config = base() as { hosts: Record<string, { relay: string }> };
       config.hosts[host]!.relay = '127.0.0.1:0';
+      for (const h of startOptions.without ?? []) delete config.hosts[h];
       const own = join(folder, `cluster.${host}.json`);
       writeFileSync(own, JSON.stringify(config, null, 2));
       const relay = await startRelay(host, own, extraArgs);
