@@ -149,6 +149,18 @@ function installHooks(): void {
   }
 }
 
+/**
+ * Have a namespace that another harness (./mesh) creates removed like this
+ * module's own: by `removeAllNetns`, the next `cleanupAll`, the 'exit' hook and
+ * SIGINT/SIGTERM/SIGHUP. Call it before `ip netns add`, so that a failure half-way
+ * is cleaned up too.
+ */
+export function adoptNetns(name: string): void {
+  installHooks();
+  registerCleanup(removeAllNetns);
+  liveNamespaces.add(name);
+}
+
 export interface NetnsPair {
   /** Network namespace names of the two hosts. */
   readonly ns: readonly [string, string];
