@@ -5,7 +5,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { connect as netConnect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import { Bus } from '../src/index';
 import { encodeHello } from '../relay/codec';
 import { newNonce } from '../relay/handshake';
 import { cleanupAll, deadline, nextFrame } from './_helpers';
-import { makeCluster } from './_helpers/cluster';
+import { makeCluster, tcpProxy } from './_helpers/cluster';
 
 const FIXTURES = join(__dirname, 'fixtures', 'tls');
 const TLS = { key: join(FIXTURES, 'relay.key'), cert: join(FIXTURES, 'relay.crt'), ca: join(FIXTURES, 'ca.crt') };
@@ -23,36 +23,8 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 /** A TCP proxy that records every byte it forwards from the client side. */
 async function recordingProxy(targetPort: () => number): Promise<{ port: number; captured: () => Buffer; close: () => void }> {
   const chunks: Buffer[] = [];
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    let port = 0;
-    try {
-      port = targetPort();
-    } catch {
-      // beta's relay not started yet: refuse, as a closed port would
-    }
-    const upstream = netConnect(port, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    client.on('data', (d: Buffer) => chunks.push(d));
-    client.pipe(upstream);
-    upstream.pipe(client);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    port,
-    captured: () => Buffer.concat(chunks),
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
+  const proxy = await tcpProxy(targetPort, { onClientData: (d) => chunks.push(d) });
+  return { port: proxy.port, captured: () => Buffer.concat(chunks), close: () => proxy.close() };
 }
 
 const tls = suite('relay: TLS');

@@ -221,7 +221,7 @@ function httpGet(port: number, path: string): Promise<string> {
 }
 
 
-/** A TCP proxy on loopback (to the port `target()` gives at each connection; a throw or 0 refuses it) whose connections can be cut at once. */
+/** A TCP proxy on loopback (to the port `target()` gives at each connection; a throw or 0 refuses it) whose connections can be cut at once; `onClientData` sees every chunk the client side sends. */
 export interface TcpProxy {
   readonly port: number;
   /** Destroy every connection through it; returns how many sockets were open. */
@@ -231,7 +231,7 @@ export interface TcpProxy {
   close(): void;
 }
 
-export async function tcpProxy(target: () => number): Promise<TcpProxy> {
+export async function tcpProxy(target: () => number, options: { onClientData?: (chunk: Buffer) => void } = {}): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   const server = createNetServer((client) => {
     let port = 0;
@@ -241,6 +241,7 @@ export async function tcpProxy(target: () => number): Promise<TcpProxy> {
       // The target is not up (e.g. its relay has not started): refuse, as a closed port would.
     }
     const upstream = connectNet(port, '127.0.0.1');
+    if (options.onClientData !== undefined) client.on('data', options.onClientData);
     sockets.add(client);
     sockets.add(upstream);
     client.pipe(upstream);
