@@ -190,6 +190,8 @@ export interface MeshProducerArgs {
   payloadSize?: number;
   /** Give up (exit 1) after this long. */
   deadlineMs: number;
+  /** Spread the frames over about this long (frame `seq` to every destination not before start + paceMs × seq / count). */
+  paceMs?: number;
 }
 
 /** The `mesh-producer` child inside a namespace. */
@@ -210,7 +212,8 @@ async function meshProducer(args: MeshProducerArgs): Promise<void> {
   const senders: Sender[] = [];
   let sent = 0;
   let waits = 0;
-  console.log(`start ${Date.now()}`);
+  const started = Date.now();
+  console.log(`start ${started}`);
   for (let seq = 0; seq < args.count; seq++) {
     for (let d = 0; d < args.dests.length; d++) {
       encodePayload(payload, args.id, seq);
@@ -229,7 +232,10 @@ async function meshProducer(args: MeshProducerArgs): Promise<void> {
       }
       sent++;
     }
-    if ((seq & 0x3f) === 0x3f) await yieldToLoop();
+    if (args.paceMs !== undefined) {
+      const due = started + (args.paceMs * (seq + 1)) / args.count;
+      if (Date.now() < due) await sleep(due - Date.now());
+    } else if ((seq & 0x3f) === 0x3f) await yieldToLoop();
   }
   console.log(`done sent ${sent} waits ${waits} ${Date.now()}`);
   await bus.close();
