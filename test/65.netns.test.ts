@@ -22,7 +22,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DEFAULT_CAPACITY } from '../src/layout';
 import { cleanupAll, deadline, filesIn } from './_helpers';
-import { makeNetnsPair, netnsAvailability, netnsList, spawnChildIn, startRelayIn, writeNetnsCluster, type NetnsPair, type NsProcess } from './_helpers/netns';
+import { makeNetnsPair, netnsAvailability,
+  reportSkipped, netnsList, spawnChildIn, startRelayIn, writeNetnsCluster, type NetnsPair, type NsProcess } from './_helpers/netns';
 
 const FRAMES = Number(process.env.SHMBUS_NETNS_FRAMES ?? 20_000);
 const TOTAL = 2 * FRAMES;
@@ -54,17 +55,7 @@ const netns = suite('relay: two hosts in network namespaces, the link cut mid-st
 netns.after.each(cleanupAll);
 
 if (!availability.ok) {
-  netns('skipped: network namespaces are not available here', () => {
-    console.log(`\nSKIPPED: ${availability.reason}`);
-    const uid = process.getuid?.() ?? -1;
-    if (availability.kind === 'not-root') {
-      assert.is.not(uid, 0, 'skipped only when not root');
-    } else {
-      // Root, yet no namespaces: only a root without the capability (a restricted container) may skip; CI must run them.
-      assert.is(process.env.CI === undefined || process.env.CI === '' || process.env.CI === 'false', true, `CI runs as root and must run the network namespace tests: ${availability.reason}`);
-      assert.is(availability.kind, 'no-permission', availability.reason);
-    }
-  });
+  netns('skipped: network namespaces are not available here', () => reportSkipped(availability));
 } else {
   // SHMBUS_NETNS_IPTABLES=0 runs the fallback (a second link-down cut) even where iptables is installed.
   const iptables = process.env.SHMBUS_NETNS_IPTABLES === '0' ? null : availability.iptables;

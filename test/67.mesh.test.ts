@@ -36,7 +36,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as assert from 'uvu/assert';
 import { cleanupAll, deadline, filesIn } from './_helpers';
 import { makeMesh, meshLeftovers, procUsage, relayConnections, spawnMeshProducer, startMeshRelays, watchReadyz, writeMeshCluster, type Mesh, type MeshHost } from './_helpers/mesh';
-import { netnsAvailability, netnsList, spawnChildIn, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
+import { netnsAvailability,
+  reportSkipped, netnsList, spawnChildIn, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
 
 const N = Number(process.env.SHMBUS_MESH_HOSTS ?? 8);
 const K = Number(process.env.SHMBUS_MESH_FRAMES ?? 500);
@@ -54,17 +55,7 @@ const mesh = suite(`relay: ${N} hosts in network namespaces on a bridge, a full 
 mesh.after.each(cleanupAll);
 
 if (!availability.ok) {
-  mesh('skipped: network namespaces are not available here', () => {
-    console.log(`\nSKIPPED: ${availability.reason}`);
-    const uid = process.getuid?.() ?? -1;
-    if (availability.kind === 'not-root') {
-      assert.is.not(uid, 0, 'skipped only when not root');
-    } else {
-      // Root, yet no namespaces: only a root without the capability (a restricted container) may skip; CI must run them.
-      assert.is(process.env.CI === undefined || process.env.CI === '' || process.env.CI === 'false', true, `CI runs as root and must run the network namespace tests: ${availability.reason}`);
-      assert.is(availability.kind, 'no-permission', availability.reason);
-    }
-  });
+  mesh('skipped: network namespaces are not available here', () => reportSkipped(availability));
 } else {
   /** Every mesh made (and its cluster), for the leftovers check at the end. */
   const runs: Array<{ mesh: Mesh; cluster: NetnsCluster | null }> = [];

@@ -18,6 +18,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import * as assert from 'uvu/assert';
 import { deadline, registerCleanup, shmDir } from './index';
 
 const REPO = join(__dirname, '..', '..');
@@ -51,6 +52,23 @@ function errorText(err: unknown): string {
 }
 
 /** Can this process make network namespaces? Tries to add (and deletes) a probe namespace. */
+/**
+ * The body of a network-namespace suite's one test when namespaces are not
+ * available: prints the `SKIPPED: <reason>` line that .ci/run counts, and
+ * asserts the skip is legitimate (not root; or root without the capability,
+ * and not in CI, which must run these tests).
+ */
+export function reportSkipped(availability: Extract<Availability, { ok: false }>): void {
+  console.log(`\nSKIPPED: ${availability.reason}`);
+  const uid = process.getuid?.() ?? -1;
+  if (availability.kind === 'not-root') {
+    assert.is.not(uid, 0, 'skipped only when not root');
+  } else {
+    assert.is(process.env.CI === undefined || process.env.CI === '' || process.env.CI === 'false', true, `CI runs as root and must run the network namespace tests: ${availability.reason}`);
+    assert.is(availability.kind, 'no-permission', availability.reason);
+  }
+}
+
 export function netnsAvailability(): Availability {
   const uid = process.getuid?.() ?? -1;
   if (uid !== 0) return { ok: false, kind: 'not-root', reason: `network namespaces need root (uid ${uid})` };
