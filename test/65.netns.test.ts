@@ -130,7 +130,7 @@ if (!availability.ok) {
       { alpha: { relay: `${ipAlpha}:${PORT}`, inboxCapacity: ALPHA_RING }, beta: { relay: `${ipBeta}:${PORT}` } },
       { ttlMs: 60_000, ackTimeoutMs: 70_000, connectTimeoutMs: 1000, handshakeTimeoutMs: 1000, backoffInitialMs: 20, backoffMaxMs: 200 },
     );
-    const [alpha, beta] = await Promise.all([startRelayIn(pair, nsAlpha, 'alpha', cluster.configPath), startRelayIn(pair, nsBeta, 'beta', cluster.configPath)]);
+    const [alpha, beta] = await Promise.all([startRelayIn(nsAlpha, 'alpha', cluster.configPath), startRelayIn(nsBeta, 'beta', cluster.configPath)]);
     assert.is(alpha.events('start')[0]!.listen, `${ipAlpha}:${PORT}`);
     assert.is(beta.events('start')[0]!.listen, `${ipBeta}:${PORT}`);
 

@@ -1,17 +1,18 @@
 /**
- * The transit relay as a full mesh (issue 9, first step): N hosts (8 by
- * default) in Linux network namespaces joined by one bridge, one
- * transit-server per host; every host runs one sink and one producer, and each
- * producer sends K frames to the sink of every other host, all streams at
- * once (N × (N−1) streams). Every sink must read every frame exactly once and
- * in order per producer (= per source host); nothing twice (the sink lingers
- * to see extra frames).
+ * The transit relay as a full mesh (issue 9): N hosts (8 by default) in Linux
+ * network namespaces joined by one bridge, one transit-server per host; every
+ * host runs one sink and one producer, and each producer sends K frames to the
+ * sink of every other host, all streams at once (N × (N−1) streams). Every
+ * sink must read every frame exactly once and in order per producer (= per
+ * source host); nothing twice (the sink lingers to see extra frames).
  *
- * Reported: time to full mesh (every relay's /readyz peersUp == N−1; links
- * open on demand, so this is from relay start until traffic has crossed every
- * pair), frames/s across the mesh, per-relay RSS and CPU, TCP connections per
- * relay, and the relay counters. Afterwards the test asserts that nothing of
- * the run is left: no namespace, no link, no process, no shm file.
+ * The first test is the driver the mesh benchmark runs too
+ * (harness/mesh-run.ts; `npm run bench -- mesh --hosts 36`): it reports time to
+ * full mesh (links open on demand, so this is from relay start until traffic
+ * has crossed every pair), frames/s across the mesh, per-relay RSS, CPU, fds,
+ * TCP links and log lines, and the relay counters; it checks /readyz, that
+ * the idle timeout closes every link after the stream, clean stops, and that
+ * nothing of the run is left: no namespace, no link, no process, no shm file.
  *
  * Needs root (CI runs as root, and must run it). Otherwise one test passes
  * after printing `SKIPPED: <reason>`.
@@ -27,17 +28,15 @@
  * wait; its /readyz and theirs report the full mesh once it is up). Every
  * frame still once and in order at every sink.
  *
- * Not yet (issue 9): `npm run bench -- mesh`, N = 36.
- *
  * SHMBUS_MESH_HOSTS sets N (default 8), SHMBUS_MESH_FRAMES sets K (default 500).
  */
 import { suite } from 'uvu';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as assert from 'uvu/assert';
 import { cleanupAll, deadline, filesIn } from './_helpers';
-import { makeMesh, meshLeftovers, procUsage, relayConnections, spawnMeshProducer, startMeshRelays, watchReadyz, writeMeshCluster, type Mesh, type MeshHost } from './_helpers/mesh';
-import { netnsAvailability,
-  reportSkipped, netnsList, spawnChildIn, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
+import { MAX_MESH_HOSTS, makeMesh, meshLeftovers, spawnMeshProducer, spawnMeshSink, watchReadyz, writeMeshCluster, type Mesh, type MeshHost } from '../harness/mesh';
+import { describeMeshRun, runMesh } from '../harness/mesh-run';
+import { netnsAvailability, reportSkipped, netnsList, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
 
 const N = Number(process.env.SHMBUS_MESH_HOSTS ?? 8);
 const K = Number(process.env.SHMBUS_MESH_FRAMES ?? 500);
@@ -47,6 +46,8 @@ const POOL = 2;
 const FAULT_K = Number(process.env.SHMBUS_MESH_FAULT_FRAMES ?? 600);
 const PACE_MS = Number(process.env.SHMBUS_MESH_PACE_MS ?? 7000);
 const CUT_MS = 2000;
+/** limits.idleTimeoutMs of the first test: its links must all be closed this long after the stream. */
+const IDLE_MS = 3000;
 const LIMITS = { poolSize: POOL, ttlMs: 60_000, ackTimeoutMs: 70_000, connectTimeoutMs: 2000, handshakeTimeoutMs: 2000, backoffInitialMs: 20, backoffMaxMs: 500 };
 
 const availability = netnsAvailability();
@@ -63,83 +64,22 @@ if (!availability.ok) {
   const tracked = (c: NetnsCluster) => ((runs.at(-1)!.cluster = c), c);
 
   const lastNumber = (line: string) => Number(line.trim().split(/\s+/).at(-1));
-  const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 
   mesh(`${N} hosts, ${K} frames on each of the ${N * (N - 1)} streams, all at once: every frame once, in order`, async () => {
-    if (!Number.isInteger(N) || N < 2 || N > 250) throw new Error(`SHMBUS_MESH_HOSTS must be an integer in 2..250; it is ${process.env.SHMBUS_MESH_HOSTS}`);
+    if (!Number.isInteger(N) || N < 2 || N > MAX_MESH_HOSTS) throw new Error(`SHMBUS_MESH_HOSTS must be an integer in 2..${MAX_MESH_HOSTS}; it is ${process.env.SHMBUS_MESH_HOSTS}`);
     if (!Number.isInteger(K) || K < 1 || K > 1_000_000) throw new Error(`SHMBUS_MESH_FRAMES must be an integer in 1..1000000; it is ${process.env.SHMBUS_MESH_FRAMES}`);
     const began = Date.now();
-    const m = track(await makeMesh(N));
-    const made = Date.now();
-    const c = tracked(writeMeshCluster(m, PORT, LIMITS));
-
-    const relayStart = Date.now();
-    const relays = await startMeshRelays(m, c, 60_000);
-    const relaysUp = Date.now();
-    m.hosts.forEach((h, i) => assert.is(relays[i]!.events('start')[0]!.listen, `${h.addr}:${PORT}`, `${h.name} listens on its address`));
-    const watchers = m.hosts.map((h, i) => watchReadyz(h, relays[i]!, N - 1, 90_000, m.prefix));
-
-    const perSink = (N - 1) * K;
-    const sinks = m.hosts.map((h) => spawnChildIn(h.netns, 'sink', { dir: c.dir, ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300 }));
-    await Promise.all(sinks.map((s) => s.line(/^ready$/, 60_000)));
-    const sinksReady = Date.now();
-    const producers = m.hosts.map((h) =>
-      spawnMeshProducer(h, { dir: c.dir, ns: c.ns(h.name), name: 'src', id: h.index, dests: m.hosts.filter((o) => o !== h).map((o) => `sink@${o.name}`), count: K, deadlineMs: 60_000 }),
-    );
-    // Each sink's final line, and when it came.
-    const received = await deadline(Promise.all(sinks.map((s) => s.line(/^received /, 90_000).then((line) => ({ line, at: Date.now() })))), 95_000, 'every sink receiving all its frames');
-    for (const [i, p] of producers.entries()) assert.equal((await p.exited(30_000)).code, 0, `producer of ${m.hosts[i]!.name}: ${p.lines.join(' | ')} ${p.stderr().slice(-800)}`);
-    m.hosts.forEach((h, i) => {
-      const expected = `received ${perSink} errors 0 ${m.hosts
-        .filter((o) => o !== h)
-        .map((o) => `${o.index}:${K}`)
-        .join(' ')}`;
-      assert.is(received[i]!.line, expected, `sink of ${h.name}: ${sinks[i]!.lines.join('\n')}`);
-    });
-    for (const [i, s] of sinks.entries()) assert.is((await s.exited(10_000)).code, 0, `sink of ${m.hosts[i]!.name}: ${s.stderr().slice(-800)}`);
-
-    // Full mesh: every relay's /readyz reported N-1 peers up.
-    const full = await Promise.all(watchers.map((w: NsProcess, i) => w.line(/^full /, 30_000).then(lastNumber, (err: Error) => Promise.reject(new Error(`${m.hosts[i]!.name}: ${w.lines.join(' | ')}: ${err.message}`)))));
-    const fullAt = Math.max(...full);
-    const streamStart = Math.min(...(await Promise.all(producers.map((p) => p.line(/^start /)))).map(lastNumber));
-    const streamEnd = Math.max(...received.map((r) => r.at));
-    const total = N * perSink;
-
-    // Figures per relay, while they still run.
-    const rows = await Promise.all(
-      m.hosts.map(async (h, i) => {
-        const r = relays[i]!;
-        const metrics = await r.metrics();
-        const peers = Object.values(metrics.peers);
-        const sum = (k: string) => peers.reduce((a, p) => a + (p[k] ?? 0), 0);
-        return { host: h.name, ...procUsage(r.pid), tcp: await relayConnections(h, PORT), global: metrics.global, framesOut: sum('framesOut'), resends: sum('resends'), reconnects: sum('reconnects'), connectFailures: sum('connectFailures'), peerConnections: sum('connections'), duplicates: sum('duplicates') };
-      }),
-    );
-    for (const row of rows) {
-      assert.is(row.global.delivered, perSink, `${row.host} delivered each of its sink's frames once`);
-      assert.is(row.framesOut - row.resends, perSink, `${row.host} sent each of its producer's frames once, plus resends`);
+    // Idle links close after IDLE_MS: checked after the stream.
+    const result = await runMesh({ hosts: N, frames: K, port: PORT, limits: { ...LIMITS, idleTimeoutMs: IDLE_MS }, streamMs: 120_000, idleCloseMs: IDLE_MS + 1500 });
+    console.log(['', ...describeMeshRun(result), `test ${Date.now() - began} ms`].map((l) => `  ${l}`).join('\n'));
+    // Every frame once and in order at every sink, every relay's counters agreeing, /readyz full, clean stops, nothing left.
+    assert.equal(result.problems, [], 'the mesh run had no problem');
+    for (const row of result.rows) {
       // At least one link per peer (outgoing or incoming); at most a full pool each way.
       assert.ok(row.tcp >= N - 1 && row.tcp <= 2 * POOL * (N - 1), `${row.host}: ${row.tcp} relay connections, expected ${N - 1}..${2 * POOL * (N - 1)}`);
+      assert.is(row.tcpAfterIdle, 0, `${row.host}: the idle timeout closed every link`);
+      assert.ok(row.fullAtMs !== null && row.peersUp === N - 1, `${row.host} reached every peer`);
     }
-    const avg = (f: (r: (typeof rows)[number]) => number) => rows.reduce((a, r) => a + f(r), 0) / rows.length;
-    console.log(
-      [
-        '',
-        `  ${N} hosts: namespaces + bridge + veths made in ${made - began} ms; ${N} relays started in ${relaysUp - relayStart} ms; sinks ready ${sinksReady - relayStart} ms after relay start`,
-        `  full mesh (every /readyz peersUp == ${N - 1}, ${N * (N - 1)} links): ${fullAt - relayStart} ms after relay start, ${fullAt - streamStart} ms after the first producer began sending`,
-        `  ${total} frames (${K} x ${N * (N - 1)} streams) in ${streamEnd - streamStart} ms from first send to last sink done: ${Math.round((total * 1000) / Math.max(1, streamEnd - streamStart))} frames/s across the mesh`,
-        `  per relay: host  RSS  CPU  tcp(ss)  peerConns  framesOut  resends  reconnects  connectFailures  duplicates`,
-        ...rows.map((r) => `    ${r.host.padEnd(4)} ${mb(r.rss).padStart(8)} ${`${Math.round(r.cpuMs)} ms`.padStart(8)} ${String(r.tcp).padStart(4)} ${String(r.peerConnections).padStart(4)} ${String(r.framesOut).padStart(6)} ${r.resends} ${r.reconnects} ${r.connectFailures} ${r.global.duplicates ?? r.duplicates}`),
-        `  mean: RSS ${mb(avg((r) => r.rss))}, CPU ${Math.round(avg((r) => r.cpuMs))} ms, ${avg((r) => r.tcp).toFixed(1)} TCP connections per relay (${(avg((r) => r.tcp) / (N - 1)).toFixed(2)} per peer)`,
-      ].join('\n'),
-    );
-
-    // Every relay stops on SIGTERM with exit code 0, clean (nothing unacked or pending), leaving no segment.
-    const codes = await Promise.all(relays.map((r) => r.stop(30_000)));
-    relays.forEach((r, i) => assert.is(codes[i], 0, `${r.host}: ${r.proc.lines.slice(-5).join('\n')} ${r.proc.stderr().slice(-500)}`));
-    for (const r of relays) assert.equal(r.events('stop')[0], { ...r.events('stop')[0], clean: true, unacked: 0, pending: 0 }, `${r.host} stopped clean`);
-    assert.equal(filesIn(c.dir), [], 'no segment left');
-    console.log(`  test ${Date.now() - began} ms`);
   });
 
   mesh(`${N} hosts, ${FAULT_K} frames per stream paced over ${PACE_MS} ms, with faults: a link down ${CUT_MS} ms, a relay SIGKILLed and restarted, a host started late`, async () => {
@@ -162,10 +102,10 @@ if (!availability.ok) {
     const producer = (h: MeshHost) => spawnMeshProducer(h, { dir: c.dir, ns: c.ns(h.name), name: 'src', id: h.index, dests: hosts.filter((o) => o !== h).map((o) => `sink@${o.name}`), count: FAULT_K, deadlineMs: 90_000, paceMs: PACE_MS });
 
     // Every relay but the late host's; every sink (the late host's too: its relay finds it registered when it starts).
-    const relays: Array<NsRelay | undefined> = [...(await Promise.all(early.map((h) => startRelayIn(h.pair, h.netns, h.name, c.configPath, 60_000)))), undefined];
+    const relays: Array<NsRelay | undefined> = [...(await Promise.all(early.map((h) => startRelayIn(h.netns, h.name, c.configPath, 60_000)))), undefined];
     const relayStart = Date.now();
     const watchers = early.map((h, i) => watchReadyz(h, relays[i]!, N - 1, 90_000, m.prefix));
-    const sinks = hosts.map((h) => spawnChildIn(h.netns, 'sink', { dir: c.dir, ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, progressEvery: STEP }));
+    const sinks = hosts.map((h) => spawnMeshSink(h, { dir: c.dir, ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, progressEvery: STEP, deadlineMs: 150_000 }));
     await Promise.all(sinks.map((s) => s.line(/^ready$/, 60_000)));
     const producers: NsProcess[] = early.map(producer);
     // Streaming: every early sink has read its first frames.
@@ -187,7 +127,7 @@ if (!availability.ok) {
     } finally {
       m.ip(['-n', cutH.netns, 'link', 'set', cutH.veth, 'up']);
     }
-    await cutH.pair.linkUp(cutH.netns);
+    await cutH.linkUp();
     const healed = Date.now();
     assert.is(atHeal, atMid, `${cutH.name}'s sink kept receiving in the second half of the cut (${atMid} -> ${atHeal}): the cut did not cut`);
     assert.ok(atHeal < perSink - STEP, `the stream to ${cutH.name} had ended before the link came back (${atHeal} of ${perSink}): raise SHMBUS_MESH_PACE_MS`);
@@ -204,7 +144,7 @@ if (!availability.ok) {
     assert.ok(died.signal === 'SIGKILL' || died.code === 128 + 9, `${killH.name}'s relay died of SIGKILL (${JSON.stringify(died)})`);
     await sleep(300);
     const restartAt = Date.now();
-    relays[ki] = await startRelayIn(killH.pair, killH.netns, killH.name, c.configPath, 30_000);
+    relays[ki] = await startRelayIn(killH.netns, killH.name, c.configPath, 30_000);
     watchers[ki] = watchReadyz(killH, relays[ki]!, N - 1, 90_000, m.prefix);
     assert.ok(atKill < perSink - STEP, `the stream to ${killH.name} had ended before the kill (${atKill} of ${perSink}): raise SHMBUS_MESH_PACE_MS`);
 
@@ -212,7 +152,7 @@ if (!availability.ok) {
     assert.is(sinks[N - 1]!.lines.filter((l) => l.startsWith('progress ')).length, 0, `${lateH.name}'s sink received frames before its relay ran`);
     for (const [i, w] of watchers.entries()) assert.is(w.lines.find((l) => l.startsWith('full ')), undefined, `${hosts[i]!.name}'s /readyz reported ${N - 1} peers up before ${lateH.name} ran`);
     const lateStart = Date.now();
-    relays[N - 1] = await startRelayIn(lateH.pair, lateH.netns, lateH.name, c.configPath, 30_000);
+    relays[N - 1] = await startRelayIn(lateH.netns, lateH.name, c.configPath, 30_000);
     watchers.push(watchReadyz(lateH, relays[N - 1]!, N - 1, 90_000, m.prefix));
     producers.push(producer(lateH));
 

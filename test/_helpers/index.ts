@@ -131,8 +131,9 @@ export function spawnChild(role: string, args: Record<string, unknown>): Child {
 }
 
 const cleanups: Array<() => void> = [];
+/** Cleanups run by every cleanupAll (not only the next). */
+const standing: Array<() => void> = [];
 
-/** Run `fn` in the next cleanupAll (kill a process, remove a folder, delete a network namespace...). */
 /** A small seeded generator (mulberry32) in [0, 1): a failing random run can be repeated with its seed. */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
@@ -157,15 +158,21 @@ export function busContext(): { dir: string; ns: string; open: (name: string, ex
   return { dir, ns, open };
 }
 
+/** Run `fn` in the next cleanupAll (kill a process, remove a folder, close a Bus...). */
 export function registerCleanup(fn: () => void): void {
   cleanups.push(fn);
+}
+
+/** Run `fn` in every cleanupAll, after the one-off cleanups (the network-namespace harness: it removes what it made since). */
+export function registerStandingCleanup(fn: () => void): void {
+  if (!standing.includes(fn)) standing.push(fn);
 }
 
 /** Kill every child still running and remove every folder made by shmDir; run registered cleanups. */
 export function cleanupAll(): void {
   for (const child of children) child.kill('SIGKILL');
   children.clear();
-  for (const fn of cleanups.splice(0).reverse()) {
+  for (const fn of [...cleanups.splice(0).reverse(), ...standing]) {
     try {
       fn();
     } catch {
