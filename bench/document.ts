@@ -218,6 +218,46 @@ export function renderDocument(run: RunRecord): string {
 
 /** Write BENCHMARKS.md; returns its path. */
 export function writeDocument(run: RunRecord): string {
-  writeFileSync(BENCHMARKS_FILE, renderDocument(run));
+  writeFileSync(BENCHMARKS_FILE, keepMeshSection(renderDocument(run)));
+  return BENCHMARKS_FILE;
+}
+
+const MESH_BEGIN = '<!-- mesh:begin -->';
+const MESH_END = '<!-- mesh:end -->';
+
+/** The mesh section of BENCHMARKS.md now (written by `bench mesh --write`, bench/mesh.ts), markers included; null if none. */
+function meshSection(text: string): string | null {
+  const a = text.indexOf(MESH_BEGIN);
+  const b = text.indexOf(MESH_END, a);
+  return a < 0 || b < 0 ? null : text.slice(a, b + MESH_END.length);
+}
+
+/** `document` with its (empty) mesh section replaced by `section`; appended at the end when it has no markers. */
+export function withMeshSection(document: string, section: string): string {
+  const old = meshSection(document);
+  return old === null ? `${document.trimEnd()}\n\n${section}\n` : document.replace(old, () => section);
+}
+
+/** A rendered document keeps the mesh section the file has: the main run does not measure the mesh. */
+function keepMeshSection(rendered: string): string {
+  let current = '';
+  try {
+    current = readFileSync(BENCHMARKS_FILE, 'utf8');
+  } catch {
+    return rendered; // no file yet
+  }
+  const section = meshSection(current);
+  return section === null ? rendered : withMeshSection(rendered, section);
+}
+
+/** Write the mesh section into BENCHMARKS.md (between its markers), leaving the rest as it is. */
+export function writeMeshSection(body: string): string {
+  let current = '';
+  try {
+    current = readFileSync(BENCHMARKS_FILE, 'utf8');
+  } catch {
+    // no file yet: the section alone
+  }
+  writeFileSync(BENCHMARKS_FILE, withMeshSection(current, `${MESH_BEGIN}\n${body.trim()}\n${MESH_END}`));
   return BENCHMARKS_FILE;
 }

@@ -10,6 +10,7 @@
  *   npm run build && npm run bench -- --write       ... and write BENCHMARKS.md
  *   node dist/bench/run.js --help                   the options
  *   node dist/bench/run.js --only jsring --rounds 1 --seconds 0.1    a few rows, briefly
+ *   npm run bench -- mesh --hosts 8,16,36 [--write]  the full mesh in network namespaces (bench/mesh.ts)
  *
  * Every row runs once per round, rows in round-robin order (the start rotates
  * from round to round); each cell is the median over the rounds, and each
@@ -30,6 +31,7 @@ import { relayCluster, relayProblems, stopRoundClusters } from './relaypath';
 import { backlogMemoryTable, backlogPressureTable, mib, relayCostTable, relayTable } from './report-relay';
 import { describeMetric, fmtPercent, localTable, targetsTable, type Results } from './report';
 import { lanesCostTable, lanesFaninTable, lanesMemoryTable } from './report-lanes';
+import { meshMain } from './mesh';
 import { defineRows } from './rows';
 import { BACKLOG_ID, EXIT_USAGE, EXT, SPSC_BINARY, UsageError, helpText, parseSettings, type Settings } from './settings';
 
@@ -59,6 +61,7 @@ function settingsOrExit(): Settings | null {
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'mesh') return meshMain(process.argv.slice(3));
   const settings = settingsOrExit();
   if (settings === null) return;
   installCleanup();

@@ -176,6 +176,8 @@ export function helpText(): string {
     'median over the rounds (ratios: medians of same-round ratios). Row ids are <impl>:<measure>:<size>,',
     'except the lane rows (what the number of lanes per inbox costs): lanes:<measure>:<lane count>.',
     '',
+    'The full mesh in network namespaces (root) is its own command: node dist/bench/run.js mesh --help',
+    '',
     'Options (the environment variable is used when the option is not given):',
   ];
   const rows = (Object.entries(OPTIONS) as Array<[string, FlagOption | ValueOption<unknown>]>).map(([key, spec]) => {

@@ -52,6 +52,8 @@ export interface MeshRelayRow {
   hwm: number;
   /** CPU (user + system) from start to the end of the stream, ms. */
   cpuMs: number;
+  /** CPU (user + system) from the producers' start to the end of the stream, ms. */
+  streamCpuMs: number;
   fds: number;
   /** Established TCP links with the relay port at either end (ss), at the end of the stream and after idleCloseMs. */
   tcp: number;
@@ -142,6 +144,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
     );
     const starts = await deadline(Promise.all(producers.map((p) => p.line(/^start /, 120_000).then(lastNumber))), 125_000, 'every producer started');
     const streamStart = Math.min(...starts);
+    const cpuAtStart = relays.map((r) => procUsage(r.pid).cpuMs);
     log(`${N} producers sending (${N * (N - 1)} streams of ${K} frames)`);
 
     const received = await Promise.all(
@@ -184,6 +187,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
         return {
           host: h.name,
           ...usage,
+          streamCpuMs: usage.cpuMs - cpuAtStart[i]!,
           fds: openFds(r.pid),
           tcp: await relayConnections(h, port),
           tcpAfterIdle: null,

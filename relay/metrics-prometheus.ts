@@ -12,7 +12,7 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { Readiness, RelaySnapshot } from './snapshot';
+import { PEER_STATES, type Readiness, type RelaySnapshot } from './snapshot';
 
 type Kind = 'counter' | 'gauge';
 
@@ -126,7 +126,8 @@ export function relayRegistry(source: ScrapeSource, build: BuildInfo): { registr
   for (const f of Object.values(PEER_FAMILIES)) family(f, ['host', 'peer']);
   const readyGauge = new Gauge({ name: 'shmbus_relay_ready', help: 'Whether the relay is ready (GET /readyz answers 200): 1 or 0.', labelNames: ['host'], registers: [registry] });
   const peerUp = new Gauge({ name: 'shmbus_relay_peer_up', help: 'Whether a link with the peer is up (an outgoing connection ready, or an authenticated incoming one): 1 or 0.', labelNames: ['host', 'peer'], registers: [registry] });
-  const buildInfo = new Gauge({ name: 'shmbus_build_info', help: 'Build of the running relay: shmbus version, Node.js version and wire protocol version (always 1).', labelNames: ['version', 'node', 'protocol'], registers: [registry] });
+  const peerState = new Gauge({ name: 'shmbus_relay_peer_state', help: 'The peer\'s state as GET /readyz reports it: 1 for the current state (up, connecting, down, idle, unknown), 0 for the others.', labelNames: ['host', 'peer', 'state'], registers: [registry] });
+  const buildInfo = new Gauge({ name: 'shmbus_build_info', help: 'Build of the running relay: shmbus version, Node.js version and wire protocol version.', labelNames: ['version', 'node', 'protocol'], registers: [registry] });
   buildInfo.set({ version: build.version, node: process.versions.node, protocol: String(build.protocol) }, 1);
   registerProcessMetrics(registry);
 
@@ -147,7 +148,11 @@ export function relayRegistry(source: ScrapeSource, build: BuildInfo): { registr
     }
     const r = ready!;
     readyGauge.set({ host: s.host }, r.ready ? 1 : 0);
-    for (const [peer, p] of Object.entries(r.peers)) peerUp.set({ host: s.host, peer }, p.up ? 1 : 0);
+    peerState.reset();
+    for (const [peer, p] of Object.entries(r.peers)) {
+      peerUp.set({ host: s.host, peer }, p.up ? 1 : 0);
+      for (const state of PEER_STATES) peerState.set({ host: s.host, peer, state }, p.state === state ? 1 : 0);
+    }
   };
 
   return {

@@ -18,7 +18,7 @@ import { PROTOCOL_VERSION } from './codec';
 import { relayRegistry, type BuildInfo, type ScrapeSource } from './metrics-prometheus';
 
 export type { BuildInfo } from './metrics-prometheus';
-export { newPeerCounters, type ConnectionSnapshot, type PeerCounters, type PeerReadiness, type Readiness, type RelaySnapshot } from './snapshot';
+export { PEER_STATES, newPeerCounters, type ConnectionSnapshot, type PeerState, type PeerCounters, type PeerReadiness, type Readiness, type RelaySnapshot } from './snapshot';
 import type { Readiness } from './snapshot';
 
 

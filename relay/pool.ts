@@ -14,6 +14,7 @@ import { connect as tlsConnect } from 'node:tls';
 import type { ClusterConfig, HostConfig } from './config';
 import { Connection } from './connection';
 import type { PeerCounters } from './metrics';
+import type { PeerState } from './snapshot';
 import { ERR_AUTH_FAILED, ERR_UNEXPECTED, ERR_UNKNOWN_HOST, MSG_ACK, MSG_ERROR, ProtocolError, type AckMessage, type Message } from './codec';
 import { ConnectorHandshake } from './handshake';
 
@@ -32,6 +33,7 @@ export interface LinkEvents {
 }
 
 export type SlotState = 'idle' | 'connecting' | 'handshake' | 'ready' | 'backoff';
+
 
 export class Slot {
   state: SlotState = 'idle';
@@ -64,6 +66,8 @@ export class PeerLink {
   private closed = false;
   /** Called for every connection made or ended (the server's set of live connections). */
   onConnection: (conn: Connection, open: boolean) => void = () => {};
+  /** How the last of this pool's connections went: opened (`up`), closed idle, broke or failed (`down`); null before any. */
+  private lastOutcome: 'up' | 'idle' | 'down' | null = null;
 
   constructor(
     readonly host: HostConfig,
@@ -87,6 +91,18 @@ export class PeerLink {
     let n = 0;
     for (const s of this.slots) if (s.conn !== null) n++;
     return n;
+  }
+
+  /** The peer's state as this pool sees it (see {@link PeerState}). */
+  get state(): PeerState {
+    let trying = false;
+    for (const s of this.slots) {
+      if (s.state === 'ready') return 'up';
+      if (s.state !== 'idle') trying = true;
+    }
+    if (this.lastOutcome === 'down') return 'down';
+    if (trying) return 'connecting';
+    return this.lastOutcome === null ? 'unknown' : this.lastOutcome === 'up' ? 'idle' : this.lastOutcome;
   }
 
   /** The slot has frames to send: connect it if it is idle. */
@@ -153,6 +169,7 @@ export class PeerLink {
       if (slot.everConnected) this.counters.reconnects++;
       slot.everConnected = true;
       slot.failures = 0;
+      this.lastOutcome = 'up';
       this.log('peer_up', { peer: this.host.name, conn: conn.id, slot: slot.index, queued: slot.queued });
       this.events.opened(slot);
       return;
@@ -173,6 +190,8 @@ export class PeerLink {
     const wasReady = slot.state === 'ready';
     const idleClose = slot.idleClosing;
     slot.idleClosing = false;
+    // A pool closing at the relay's stop says nothing about the peer.
+    if (!this.closed) this.lastOutcome = idleClose && wasReady ? 'idle' : 'down';
     if (wasReady) {
       this.counters.disconnects++;
       if (slot.unacked > 0) this.counters.resends += slot.unacked;

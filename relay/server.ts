@@ -195,22 +195,32 @@ export class TransitServer {
         uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
       },
       peers,
+      peerStates: Object.fromEntries(this.config.peers.map((p) => [p.name, this.peerView(p.name).state])),
       connections,
     };
   }
 
-  /** GET /readyz: ready once start() completed and until stop() begins; per peer, whether a link is up. */
+  /** A peer's links now: outgoing connections ready, authenticated incoming ones, and its state (up while either is open). */
+  private peerView(name: string): PeerReadiness {
+    let outgoing = 0;
+    const link = this.links.get(name);
+    for (const slot of link?.slots ?? []) if (slot.state === 'ready') outgoing++;
+    let incoming = 0;
+    for (const l of this.inbound) if (l.open && l.peer === name) incoming++;
+    const up = outgoing + incoming > 0;
+    return { up, state: up ? 'up' : (link?.state ?? 'unknown'), outgoing, incoming };
+  }
+
+  /** GET /readyz: ready once start() completed and until stop() begins; per peer, whether a link is up and what the last one showed. */
   readiness(): Readiness {
     const peers: Record<string, PeerReadiness> = {};
     let peersUp = 0;
+    let peersDown = 0;
     for (const peer of this.config.peers) {
-      let outgoing = 0;
-      for (const slot of this.links.get(peer.name)?.slots ?? []) if (slot.state === 'ready') outgoing++;
-      let incoming = 0;
-      for (const l of this.inbound) if (l.open && l.peer === peer.name) incoming++;
-      const up = outgoing + incoming > 0;
-      if (up) peersUp++;
-      peers[peer.name] = { up, outgoing, incoming };
+      const view = this.peerView(peer.name);
+      if (view.up) peersUp++;
+      if (view.state === 'down') peersDown++;
+      peers[peer.name] = view;
     }
     const ready = this.started && !this.stopping;
     return {
@@ -220,6 +230,7 @@ export class TransitServer {
       listening: this.tcp?.listening === true && !this.stopping,
       configLoaded: true,
       peersUp,
+      peersDown,
       peersTotal: this.config.peers.length,
       peers,
     };

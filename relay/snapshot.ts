@@ -58,13 +58,28 @@ export interface RelaySnapshot {
   readonly uptimeSec: number;
   readonly global: Readonly<Record<string, number>>;
   readonly peers: Readonly<Record<string, PeerCounters & { pending: number; unacked: number; queued: number; connections: number }>>;
+  /** Each peer's state, as in GET /readyz. */
+  readonly peerStates: Readonly<Record<string, PeerState>>;
   readonly connections: readonly ConnectionSnapshot[];
 }
+
+/**
+ * What this relay knows of a peer from its own connections (GET /readyz,
+ * /metrics.json `peerStates`, `shmbus stat`): `up` a link is open; `connecting`
+ * a first connection is being made; `down` the last connection attempt failed
+ * or the last link broke (and no link is open since); `idle` the last link was
+ * closed for want of traffic (the peer was fine then); `unknown` never connected.
+ * The server turns any state into `up` while the peer has a link open to it.
+ */
+export const PEER_STATES = ['up', 'connecting', 'down', 'idle', 'unknown'] as const;
+export type PeerState = (typeof PEER_STATES)[number];
 
 /** One peer in GET /readyz. */
 export interface PeerReadiness {
   /** A link is up: an outgoing connection in state ready, or an authenticated incoming one. */
   readonly up: boolean;
+  /** `up`, or what the last outgoing connection showed: `connecting`, `down`, `idle` or `unknown` ({@link PeerState}). */
+  readonly state: PeerState;
   /** Outgoing connections (pool slots) in state ready. */
   readonly outgoing: number;
   /** Authenticated incoming connections from the peer. */
@@ -83,6 +98,8 @@ export interface Readiness {
   readonly configLoaded: boolean;
   /** Peers with a link up, out of `peersTotal` (the other hosts of the config). */
   readonly peersUp: number;
+  /** Peers whose state is `down`: the last connection attempt failed or the last link broke. */
+  readonly peersDown: number;
   readonly peersTotal: number;
   readonly peers: Readonly<Record<string, PeerReadiness>>;
 }

@@ -164,18 +164,23 @@ export function formatRelay(name: string, relay: RelayReport | null, options: Fo
   const g = relay.global;
   const head = `relay: outbound depth ${g.outboundDepth ?? 0}, pending ${g.pendingFrames ?? 0} frame(s), delivered ${g.delivered ?? 0}, duplicates dropped ${g.duplicates ?? 0}, undeliverable ${g.undeliverable ?? 0}, auth failures ${g.authFailures ?? 0}, unknown peers ${g.unknownPeers ?? 0}, malformed ${g.malformed ?? 0}`;
   const peers = Object.entries(relay.peers);
-  const headLines = lines(head, options, ', ');
+  const states = relay.peerStates ?? {};
+  const stateOf = (peer: string) => states[peer] ?? '?';
+  const count = (state: string) => peers.filter(([p]) => stateOf(p) === state).length;
+  const down = peers.filter(([p]) => stateOf(p) === 'down').map(([p]) => p);
+  const readiness = relay.peerStates === undefined ? '' : `, peers up ${count('up')} of ${peers.length}${down.length > 0 ? `, down: ${down.join(' ')}` : ''}`;
+  const headLines = lines(head + readiness, options, ', ');
   if (peers.length === 0) return headLines.join('\n');
   const rows: string[][] = [];
   if (options.wide) {
-    rows.push(['peer', 'conns', 'frames out', 'bytes out', 'batches', 'acks in', 'resends', 'unacked', 'queued', 'frames in', 'acks out', 'dups', 'undeliv.', 'reconnects', 'failures']);
+    rows.push(['peer', 'state', 'conns', 'frames out', 'bytes out', 'batches', 'acks in', 'resends', 'unacked', 'queued', 'frames in', 'acks out', 'dups', 'undeliv.', 'reconnects', 'failures']);
     for (const [peer, c] of peers) {
-      rows.push([peer, c.connections, c.framesOut, c.bytesOut, c.batchesOut, c.acksIn, c.resends, c.unacked, c.queued, c.framesIn, c.acksOut, c.duplicates, c.undeliverable, c.reconnects, c.connectFailures].map((v) => String(v ?? 0)));
+      rows.push([peer, stateOf(peer), ...[c.connections, c.framesOut, c.bytesOut, c.batchesOut, c.acksIn, c.resends, c.unacked, c.queued, c.framesIn, c.acksOut, c.duplicates, c.undeliverable, c.reconnects, c.connectFailures].map((v) => String(v ?? 0))]);
     }
   } else {
-    rows.push(['peer', 'conns', 'out', 'in', 'unacked', 'queued', 'resends', 'fails']);
+    rows.push(['peer', 'state', 'conns', 'out', 'in', 'unacked', 'queued', 'resends', 'fails']);
     for (const [peer, c] of peers) {
-      rows.push([peer, ...[c.connections, c.framesOut, c.framesIn, c.unacked, c.queued, c.resends, c.connectFailures].map((v) => compact(v ?? 0))]);
+      rows.push([peer, stateOf(peer), ...[c.connections, c.framesOut, c.framesIn, c.unacked, c.queued, c.resends, c.connectFailures].map((v) => compact(v ?? 0))]);
     }
   }
   return [...headLines, ...table(rows, options.wide ? undefined : options.width)].join('\n');

@@ -143,6 +143,8 @@ function inspectEndpoint(dir: string, namespace: string, entry: EntryInfo): Endp
 export interface RelayReport {
   readonly global: Readonly<Record<string, number>>;
   readonly peers: Readonly<Record<string, Readonly<Record<string, number>>>>;
+  /** Each peer's state (`up`, `connecting`, `down`, `idle`, `unknown`: docs/OPERATIONS.md); absent from relays older than this field. */
+  readonly peerStates?: Readonly<Record<string, string>>;
   readonly connections: ReadonlyArray<Readonly<Record<string, string | number>>>;
 }
 

@@ -22,6 +22,7 @@ import { makeCluster, type Relay } from './_helpers/cluster';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const RELAY_CLI = join(__dirname, '..', 'relay', 'cli.ts');
+const SHMBUS_CLI = join(__dirname, '..', 'src', 'cli.ts');
 
 /** GET a path on a loopback port: status and body. */
 function get(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -45,8 +46,9 @@ interface ReadyBody {
   listening: boolean;
   configLoaded: boolean;
   peersUp: number;
+  peersDown: number;
   peersTotal: number;
-  peers: Record<string, { up: boolean; outgoing: number; incoming: number }>;
+  peers: Record<string, { up: boolean; state: string; outgoing: number; incoming: number }>;
 }
 
 async function readyz(relay: Relay): Promise<{ status: number; body: ReadyBody }> {
@@ -192,7 +194,7 @@ ops('promtool check metrics accepts GET /metrics', async () => {
   await b1.close();
 });
 
-ops('/healthz answers 200; /readyz is 200 with each peer down, then up once a link is (outgoing on the sender, incoming on the receiver)', async () => {
+ops('/healthz answers 200; /readyz is 200 with each peer unknown, then up once a link is (outgoing on the sender, incoming on the receiver), down when it breaks or cannot be made; shmbus stat shows it', async () => {
   const cluster = await makeCluster(['alpha', 'beta', 'gamma']);
   const [ra, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
   const health = await get(ra.metricsPort(), '/healthz');
@@ -207,8 +209,9 @@ ops('/healthz answers 200; /readyz is 200 with each peer down, then up once a li
     listening: true,
     configLoaded: true,
     peersUp: 0,
+    peersDown: 0,
     peersTotal: 2,
-    peers: { beta: { up: false, outgoing: 0, incoming: 0 }, gamma: { up: false, outgoing: 0, incoming: 0 } },
+    peers: { beta: { up: false, state: 'unknown', outgoing: 0, incoming: 0 }, gamma: { up: false, state: 'unknown', outgoing: 0, incoming: 0 } },
   });
   // Links are made when there is something to send.
   const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
@@ -218,8 +221,8 @@ ops('/healthz answers 200; /readyz is 200 with each peer down, then up once a li
   const after = await readyz(ra);
   assert.is(after.status, 200);
   assert.is(after.body.peersUp, 1);
-  assert.equal(after.body.peers.beta, { up: true, outgoing: 1, incoming: 0 });
-  assert.equal(after.body.peers.gamma, { up: false, outgoing: 0, incoming: 0 });
+  assert.equal(after.body.peers.beta, { up: true, state: 'up', outgoing: 1, incoming: 0 });
+  assert.equal(after.body.peers.gamma, { up: false, state: 'unknown', outgoing: 0, incoming: 0 });
   // beta sees alpha's connection as an incoming link (it has sent nothing itself).
   let seen: ReadyBody | undefined;
   for (let i = 0; i < 100; i++) {
@@ -227,15 +230,50 @@ ops('/healthz answers 200; /readyz is 200 with each peer down, then up once a li
     if (seen.peers.alpha?.up) break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  assert.equal(seen!.peers.alpha, { up: true, outgoing: 0, incoming: 1 });
+  assert.equal(seen!.peers.alpha, { up: true, state: 'up', outgoing: 0, incoming: 1 });
   assert.is(seen!.peersUp, 1);
+  // gamma's relay is not running: a frame for it makes alpha try, and fail.
+  assert.ok(a1.send('g1@gamma', bytes('waits')));
+  await ra.event('connect_failed', 10_000, (e) => e.peer === 'gamma');
+  const gammaDown = await readyz(ra);
+  assert.equal(gammaDown.body.peers.gamma, { up: false, state: 'down', outgoing: 0, incoming: 0 });
+  assert.is(gammaDown.body.peersDown, 1);
+  // shmbus stat on alpha's namespace: the relay's peers with their states, and who is down.
+  const stat = spawnSync(process.execPath, ['--import', 'tsx', SHMBUS_CLI, 'stat', '--namespace', cluster.ns('alpha'), '--dir', cluster.dir], { encoding: 'utf8', timeout: 30_000 });
+  assert.is(stat.status, 0, stat.stderr);
+  assert.match(stat.stdout, /peers up 1 of 2, down: gamma/);
+  assert.match(stat.stdout, /^beta\s+up\s+1\s/m);
+  assert.match(stat.stdout, /^gamma\s+down\s+\d+\s/m);
+  const statJson = spawnSync(process.execPath, ['--import', 'tsx', SHMBUS_CLI, 'stat', '--namespace', cluster.ns('alpha'), '--dir', cluster.dir, '--json'], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(JSON.parse(statJson.stdout)[0].relay.peerStates, { beta: 'up', gamma: 'down' });
   // The peer's relay stops: alpha's link goes down.
   assert.is(await rb.stop(), 0);
   await ra.event('peer_down', 10_000, (e) => e.peer === 'beta');
   const down = await readyz(ra);
   assert.is(down.status, 200, 'a peer down does not make the relay unready');
   assert.is(down.body.peersUp, 0);
-  assert.is(down.body.peers.beta!.up, false);
+  assert.is(down.body.peersDown, 2);
+  assert.equal(down.body.peers.beta, { up: false, state: 'down', outgoing: 0, incoming: 0 });
+  await a1.close();
+  await b1.close();
+});
+
+ops('/readyz: a link closed by the idle timeout leaves its peer idle (it was fine), not down', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { idleTimeoutMs: 300 } });
+  const [ra] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir });
+  assert.ok(a1.send('b1@beta', bytes('hi')));
+  await nextFrame(b1);
+  assert.is((await readyz(ra)).body.peers.beta!.state, 'up');
+  await ra.event('peer_idle_close', 10_000, (e) => e.peer === 'beta');
+  const idle = await readyz(ra);
+  assert.equal(idle.body.peers.beta, { up: false, state: 'idle', outgoing: 0, incoming: 0 });
+  assert.is(idle.body.peersDown, 0);
+  // Traffic again: the link is made again, and the peer is up.
+  assert.ok(a1.send('b1@beta', bytes('again')));
+  assert.is(new TextDecoder().decode((await nextFrame(b1)).payload), 'again');
+  assert.is((await readyz(ra)).body.peers.beta!.state, 'up');
   await a1.close();
   await b1.close();
 });
