@@ -12,6 +12,7 @@
  * section of BENCHMARKS.md (between its markers); the rest of the file stays.
  */
 import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MAX_MESH_HOSTS } from '../harness/mesh';
 import { describeMeshRun, runMesh, type MeshRunResult } from '../harness/mesh-run';
@@ -27,6 +28,7 @@ const USAGE = `Usage: node dist/bench/run.js mesh [options]   (npm run bench -- 
   --idle-ms MS     the relays' limits.idleTimeoutMs; after the stream the run
                    waits MS + 2 s and counts the TCP links again (default 5000)
   --quiet-wait S   before each size, wait up to S s for a quiet machine (default 5)
+  --logs DIR       keep each relay's log as DIR/<hosts>/<host>.log
   --write          write the table into BENCHMARKS.md (its mesh section)
   --help`;
 
@@ -38,6 +40,7 @@ interface MeshSettings {
   idleMs: number;
   quietWait: number;
   write: boolean;
+  logs: string | null;
 }
 
 function intIn(text: string, name: string, min: number, max: number): number {
@@ -59,6 +62,7 @@ function parseMeshArgs(argv: string[]): MeshSettings | null {
       'idle-ms': { type: 'string', default: '5000' },
       'quiet-wait': { type: 'string', default: '5' },
       write: { type: 'boolean', default: false },
+      logs: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -71,6 +75,7 @@ function parseMeshArgs(argv: string[]): MeshSettings | null {
     idleMs: intIn(values['idle-ms'], 'idle-ms', 100, 600_000),
     quietWait: intIn(values['quiet-wait'], 'quiet-wait', 0, 600),
     write: values.write,
+    logs: values.logs ?? null,
   };
 }
 
@@ -154,6 +159,7 @@ export async function meshMain(argv: string[]): Promise<void> {
       limits: { idleTimeoutMs: s.idleMs },
       streamMs: 600_000,
       idleCloseMs: s.idleMs + 2000,
+      ...(s.logs === null ? {} : { logDir: join(s.logs, String(n)) }),
       log: (line) => console.error(`bench mesh:   ${((Date.now() - t0) / 1000).toFixed(1)} s  ${line}`),
     });
     const foreign = foreignShare(snap, cpuSnapshot());

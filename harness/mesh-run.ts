@@ -22,7 +22,9 @@
  * Whatever is wrong is collected in `problems` (empty for a good run); the
  * test asserts it is empty, the benchmark refuses to report figures otherwise.
  */
-import { readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadline, removeAllNetns, type NetnsCluster, type NsProcess, type NsRelay, type RelayMetrics } from './netns';
 import { makeMesh, meshLeftovers, openFds, procUsage, relayConnections, spawnMeshProducer, spawnMeshSink, startMeshRelays, writeMeshCluster, type Mesh } from './mesh';
@@ -43,6 +45,8 @@ export interface MeshRunOptions {
   idleCloseMs?: number;
   /** Progress lines (phases), for a benchmark's console. */
   log?: (line: string) => void;
+  /** Write each relay's log (stdout lines, then stderr) to `<logDir>/<host>.log` when it has stopped. */
+  logDir?: string;
 }
 
 export interface MeshRelayRow {
@@ -96,6 +100,15 @@ export interface MeshRunResult {
 
 const lastNumber = (line: string) => Number(line.trim().split(/\s+/).at(-1));
 
+/** "neighbor table overflow" lines in the kernel log so far (-1 when dmesg cannot be read): the mesh's ARP entries must fit (./mesh staticNeighbours). */
+function neighbourOverflows(): number {
+  try {
+    return execFileSync('dmesg', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000, maxBuffer: 64 << 20 }).split('\n').filter((l) => l.includes('neighbor table overflow')).length;
+  } catch {
+    return -1;
+  }
+}
+
 /** When (epoch ms) every one of `peers` had an authenticated link, from the relay's log; null if not yet. */
 function fullAt(relay: NsRelay, peers: readonly string[]): number | null {
   const first = new Map<string, number>();
@@ -117,6 +130,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
   const port = o.port ?? 7411;
   const problems: string[] = [];
   const t0 = Date.now();
+  const overflows0 = neighbourOverflows();
   let mesh: Mesh | null = null;
   let cluster: NetnsCluster | null = null;
   try {
@@ -225,6 +239,12 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
       const stop = r.events('stop')[0];
       if (stop === undefined || stop.clean !== true || stop.unacked !== 0 || stop.pending !== 0) problems.push(`${r.host} did not stop clean: ${JSON.stringify(stop)}`);
     });
+    if (o.logDir !== undefined) {
+      mkdirSync(o.logDir, { recursive: true });
+      for (const r of relays) writeFileSync(join(o.logDir, `${r.host}.log`), `${r.proc.lines.join('\n')}\n${r.proc.stderr()}`);
+    }
+    const overflows = neighbourOverflows() - overflows0;
+    if (overflows0 >= 0 && overflows > 0) problems.push(`the kernel's neighbour (ARP) table overflowed ${overflows} time(s) during the run (dmesg): connects timed out for want of a MAC address`);
     const left = readdirSync(c.dir);
     if (left.length > 0) problems.push(`segments left after the relays stopped: ${left.join(' ')}`);
 

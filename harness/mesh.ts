@@ -21,6 +21,7 @@
  * own shm namespace in one private /dev/shm folder, metrics on 127.0.0.1:0
  * inside its network namespace, the relay on `<address>:<port>`.
  */
+import { execFileSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -103,7 +104,31 @@ export async function makeMesh(n: number): Promise<Mesh> {
     });
   }
   for (const h of hosts) await h.linkUp();
+  staticNeighbours(ip, hosts);
   return { prefix, tag, bridgeNetns, bridge, hosts, ip: run };
+}
+
+/**
+ * Permanent ARP entries in every host for every other host. All network
+ * namespaces of one kernel share one neighbour table, and its dynamic entries
+ * are capped at net.ipv4.neigh.default.gc_thresh3 (1024 by default) for the
+ * whole machine; a full mesh needs N × (N−1) of them (1260 at N = 36). Past the
+ * cap the kernel logs "neighbor table overflow" and a host cannot resolve its
+ * peer's MAC address: its connects time out — an artefact of packing every host
+ * into one kernel, which real hosts (one table each) do not have. Permanent
+ * entries are not counted against the cap, and need no global sysctl change.
+ */
+function staticNeighbours(ip: string, hosts: readonly MeshHost[]): void {
+  const macs = hosts.map((h) => {
+    const out = runIp(ip, ['-n', h.netns, '-o', 'link', 'show', h.veth]);
+    const mac = /link\/ether ([0-9a-f:]{17})/.exec(out)?.[1];
+    if (mac === undefined) throw new Error(`no MAC address for ${h.veth} in ${h.netns}: ${out}`);
+    return mac;
+  });
+  for (const h of hosts) {
+    const lines = hosts.filter((o) => o !== h).map((o) => `neigh replace ${o.addr} lladdr ${macs[o.index - 1]} dev ${h.veth} nud permanent`);
+    execFileSync(ip, ['-n', h.netns, '-batch', '-'], { input: `${lines.join('\n')}\n`, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });
+  }
 }
 
 /** The cluster config of the mesh: every host `<addr>:<port>`. */
