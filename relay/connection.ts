@@ -160,3 +160,52 @@ export class Connection {
     this.socket.resume();
   }
 }
+
+/**
+ * The deadline of one stage of a connection (connect, handshake) that an event
+ * loop running late cannot turn into a spurious timeout. Node runs due timers
+ * before it reads sockets, so after a stall (a loaded machine, a long GC, a
+ * SIGSTOP) a plain timer fires although the peer's answer is already waiting
+ * in the socket. Here the expiry is put off to the check phase
+ * (setImmediate), after the poll phase has read what the socket holds; then
+ * the stage expires only if it made no progress since the deadline was armed
+ * (`progress()` unchanged), else the deadline is armed again. Progress counts
+ * protocol steps (a handshake has two per side), not bytes, so a peer cannot
+ * keep a stage alive by trickling bytes: the stage ends within (steps + 1) × ms.
+ */
+export class StageDeadline {
+  private timer: NodeJS.Timeout | null;
+  private seen: number;
+  private cancelled = false;
+
+  constructor(
+    private readonly ms: number,
+    private readonly progress: () => number,
+    private readonly expire: () => void,
+  ) {
+    this.seen = progress();
+    this.timer = setTimeout(this.fire, ms);
+  }
+
+  private readonly fire = (): void => {
+    this.timer = null;
+    setImmediate(() => {
+      if (this.cancelled) return;
+      const now = this.progress();
+      if (now !== this.seen) {
+        this.seen = now;
+        this.timer = setTimeout(this.fire, this.ms);
+        return;
+      }
+      this.cancelled = true;
+      this.expire();
+    });
+  };
+
+  /** The stage completed (or the connection closed): never expire. */
+  cancel(): void {
+    this.cancelled = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}

@@ -107,6 +107,11 @@ export class AcceptorHandshake {
     return this.step === 'done';
   }
 
+  /** Steps taken: 0 awaiting HELLO, 1 awaiting PROOF, 2 done (a StageDeadline's progress). */
+  get progress(): number {
+    return this.step === 'await-hello' ? 0 : this.step === 'await-proof' ? 1 : 2;
+  }
+
   /** Answer a handshake message (the reply to send). Throws ProtocolError to refuse. */
   onMessage(msg: Message): Buffer {
     const s = this.settings;
@@ -139,6 +144,11 @@ export class ConnectorHandshake {
     private readonly selfName: string,
     private readonly peerName: string,
   ) {}
+
+  /** Steps taken: 0 HELLO sent, 1 PROOF sent, 2 done (a StageDeadline's progress). */
+  get progress(): number {
+    return this.step === 'hello-sent' ? 0 : this.step === 'proof-sent' ? 1 : 2;
+  }
 
   /** The first message of the connection. */
   hello(): Buffer {

@@ -32,7 +32,7 @@ import {
   type StreamMessage,
 } from './codec';
 import type { ClusterConfig } from './config';
-import { Connection } from './connection';
+import { Connection, StageDeadline } from './connection';
 import type { Delivery } from './delivery';
 import { InboundStream, type StreamOwner } from './stream';
 import { AcceptorHandshake } from './handshake';
@@ -59,7 +59,8 @@ export class InboundLink implements StreamOwner {
   readonly conn: Connection;
   private readonly handshake: AcceptorHandshake;
   private readonly streams: LinkStream[] = [];
-  private timer: NodeJS.Timeout | null;
+  /** Until the handshake completes. */
+  private readonly deadline: StageDeadline;
   private counters: PeerCounters | null = null;
   private hostId = 0;
   private dirty: LinkStream[] = [];
@@ -95,12 +96,16 @@ export class InboundLink implements StreamOwner {
       chunkDone: () => this.delivery.endPass(),
     });
     this.conn.state = 'handshake';
-    this.timer = setTimeout(() => {
-      // docs/PROTOCOL.md: a handshake that does not complete in time is closed without an ERROR.
-      this.acceptor.handshakeTimeouts++;
-      this.log('peer_refused', { conn: this.conn.id, claimed: this.handshake.peer, reason: 'handshake timeout', remote: socket.remoteAddress });
-      this.conn.destroy(new Error('handshake timeout'));
-    }, config.limits.handshakeTimeoutMs);
+    this.deadline = new StageDeadline(
+      config.limits.handshakeTimeoutMs,
+      () => this.handshake.progress,
+      () => {
+        // docs/PROTOCOL.md: a handshake that does not complete in time is closed without an ERROR.
+        this.acceptor.handshakeTimeouts++;
+        this.log('peer_refused', { conn: this.conn.id, claimed: this.handshake.peer, reason: 'handshake timeout', remote: socket.remoteAddress });
+        this.conn.destroy(new Error('handshake timeout'));
+      },
+    );
   }
 
   get open(): boolean {
@@ -144,8 +149,7 @@ export class InboundLink implements StreamOwner {
     this.conn.peer = this.handshake.peer;
     this.conn.send(reply);
     if (!this.handshake.done) return;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+    this.deadline.cancel();
     // DATA with more frames than WELCOME announced is TOO_LARGE.
     this.conn.authenticated(this.config.limits.batchFrames);
     this.counters = this.peerCounters(this.handshake.peer!);
@@ -258,8 +262,7 @@ export class InboundLink implements StreamOwner {
   }
 
   private closed(err: Error | null): void {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+    this.deadline.cancel();
     // Frames held for our streams are not ours to settle any more: the sender resends them.
     for (const stream of this.streams) this.delivery.dropStream(stream);
     if (this.conn.malformed) this.acceptor.malformed++;

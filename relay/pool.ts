@@ -12,7 +12,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import type { ClusterConfig, HostConfig } from './config';
-import { Connection } from './connection';
+import { Connection, StageDeadline } from './connection';
 import type { PeerCounters } from './metrics';
 import type { PeerState } from './snapshot';
 import { ERR_AUTH_FAILED, ERR_UNEXPECTED, ERR_UNKNOWN_HOST, MSG_ACK, MSG_ERROR, ProtocolError, type AckMessage, type Message } from './codec';
@@ -51,6 +51,8 @@ export class Slot {
   failures = 0;
   everConnected = false;
   timer: NodeJS.Timeout | null = null;
+  /** The current connection's connect or handshake deadline. */
+  deadline: StageDeadline | null = null;
   /** The current connection is being closed for want of traffic (a disconnect, not a failure). */
   idleClosing = false;
 
@@ -129,15 +131,22 @@ export class PeerLink {
     conn.peer = this.host.name;
     slot.conn = conn;
     this.onConnection(conn, true);
-    const timeout = setTimeout(() => conn.destroy(new Error(`connect to ${address.host}:${address.port} timed out after ${limits.connectTimeoutMs} ms`)), limits.connectTimeoutMs);
+    slot.deadline = new StageDeadline(
+      limits.connectTimeoutMs,
+      () => (conn.state === 'connecting' ? 0 : 1),
+      () => conn.destroy(new Error(`connect to ${address.host}:${address.port} timed out after ${limits.connectTimeoutMs} ms`)),
+    );
     socket.once(tls !== undefined ? 'secureConnect' : 'connect', () => {
-      clearTimeout(timeout);
+      slot.deadline?.cancel();
       conn.state = 'handshake';
       slot.state = 'handshake';
       conn.send(handshake.hello());
-      slot.timer = setTimeout(() => conn.destroy(new Error(`handshake with ${this.host.name} timed out after ${limits.handshakeTimeoutMs} ms`)), limits.handshakeTimeoutMs);
+      slot.deadline = new StageDeadline(
+        limits.handshakeTimeoutMs,
+        () => handshake.progress,
+        () => conn.destroy(new Error(`handshake with ${this.host.name} timed out after ${limits.handshakeTimeoutMs} ms`)),
+      );
     });
-    socket.once('close', () => clearTimeout(timeout));
   }
 
   private onMessage(slot: Slot, conn: Connection, msg: Message, handshake: ConnectorHandshake): void {
@@ -158,8 +167,8 @@ export class PeerLink {
         conn.send(answer);
         return;
       }
-      if (slot.timer !== null) clearTimeout(slot.timer);
-      slot.timer = null;
+      slot.deadline?.cancel();
+      slot.deadline = null;
       conn.authenticated();
       slot.state = 'ready';
       slot.maxFrames = answer.maxFramesPerBatch;
@@ -184,8 +193,8 @@ export class PeerLink {
 
   private onClosed(slot: Slot, conn: Connection, err: Error | null): void {
     this.onConnection(conn, false);
-    if (slot.timer !== null) clearTimeout(slot.timer);
-    slot.timer = null;
+    slot.deadline?.cancel();
+    slot.deadline = null;
     slot.conn = null;
     const wasReady = slot.state === 'ready';
     const idleClose = slot.idleClosing;
@@ -251,6 +260,8 @@ export class PeerLink {
     for (const slot of this.slots) {
       if (slot.timer !== null) clearTimeout(slot.timer);
       slot.timer = null;
+      slot.deadline?.cancel();
+      slot.deadline = null;
       slot.conn?.destroy();
     }
   }
