@@ -171,7 +171,8 @@ export class Connection {
  * the stage expires only if it made no progress since the deadline was armed
  * (`progress()` unchanged), else the deadline is armed again. Progress counts
  * protocol steps (a handshake has two per side), not bytes, so a peer cannot
- * keep a stage alive by trickling bytes: the stage ends within (steps + 1) × ms.
+ * keep a stage alive by trickling bytes: a stage whose last step completes it
+ * ends — completed or expired — within (its steps) × ms.
  */
 export class StageDeadline {
   private timer: NodeJS.Timeout | null;
