@@ -29,6 +29,7 @@ const USAGE = `Usage: node dist/bench/run.js mesh [options]   (npm run bench -- 
                    waits MS + 2 s and counts the TCP links again (default 5000)
   --quiet-wait S   before each size, wait up to S s for a quiet machine (default 5)
   --logs DIR       keep each relay's log as DIR/<hosts>/<host>.log
+  --relay-cpu-prof DIR   run the relays with node --cpu-prof, profiles in DIR/<hosts>/
   --write          write the table into BENCHMARKS.md (its mesh section)
   --help`;
 
@@ -41,6 +42,7 @@ interface MeshSettings {
   quietWait: number;
   write: boolean;
   logs: string | null;
+  relayProf: string | null;
 }
 
 function intIn(text: string, name: string, min: number, max: number): number {
@@ -63,6 +65,7 @@ function parseMeshArgs(argv: string[]): MeshSettings | null {
       'quiet-wait': { type: 'string', default: '5' },
       write: { type: 'boolean', default: false },
       logs: { type: 'string' },
+      'relay-cpu-prof': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -76,6 +79,7 @@ function parseMeshArgs(argv: string[]): MeshSettings | null {
     quietWait: intIn(values['quiet-wait'], 'quiet-wait', 0, 600),
     write: values.write,
     logs: values.logs ?? null,
+    relayProf: values['relay-cpu-prof'] ?? null,
   };
 }
 
@@ -109,6 +113,7 @@ function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; foreign: 
     row('**frames/s across the mesh**', (r) => `**${r.framesPerSec}**`),
     row('relay RSS at the end, mean / max peak (VmHWM), MiB', (r) => `${mb(avg(r, (x) => x.rss))} / ${mb(max(r, (x) => x.hwm))}`),
     row('relay CPU per relay, mean: from start, s; during the stream, s', (r) => `${(avg(r, (x) => x.cpuMs) / 1000).toFixed(1)}; ${(avg(r, (x) => x.streamCpuMs) / 1000).toFixed(1)}`),
+    row('frames per DATA message, mean', (r) => (sum(r, (x) => x.framesOut) / Math.max(1, sum(r, (x) => x.batchesOut))).toFixed(1)),
     row('relay CPU per frame during the stream (both relays), µs', (r) => ((sum(r, (x) => x.streamCpuMs) * 1000) / r.total).toFixed(2)),
     row('relay open fds, max', (r) => String(max(r, (x) => x.fds))),
     row('TCP links per relay (ss, both directions), mean; per peer', (r) => `${avg(r, (x) => x.tcp).toFixed(1)}; ${(avg(r, (x) => x.tcp) / (r.hosts - 1)).toFixed(2)}`),
@@ -160,6 +165,7 @@ export async function meshMain(argv: string[]): Promise<void> {
       streamMs: 600_000,
       idleCloseMs: s.idleMs + 2000,
       ...(s.logs === null ? {} : { logDir: join(s.logs, String(n)) }),
+      ...(s.relayProf === null ? {} : { relayNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(s.relayProf, String(n))}`] }),
       log: (line) => console.error(`bench mesh:   ${((Date.now() - t0) / 1000).toFixed(1)} s  ${line}`),
     });
     const foreign = foreignShare(snap, cpuSnapshot());

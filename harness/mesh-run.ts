@@ -47,6 +47,8 @@ export interface MeshRunOptions {
   log?: (line: string) => void;
   /** Write each relay's log (stdout lines, then stderr) to `<logDir>/<host>.log` when it has stopped. */
   logDir?: string;
+  /** Arguments for the relays' node (e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/p']). */
+  relayNodeArgs?: string[];
 }
 
 export interface MeshRelayRow {
@@ -69,6 +71,8 @@ export interface MeshRelayRow {
   /** Per relay: when every peer had a link, ms after the relays were started; null if never. */
   fullAtMs: number | null;
   framesOut: number;
+  /** DATA messages sent (framesOut / batchesOut: frames per message). */
+  batchesOut: number;
   resends: number;
   reconnects: number;
   connectFailures: number;
@@ -141,7 +145,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
     const c = (cluster = writeMeshCluster(m, port, o.limits));
 
     const relayStart = Date.now();
-    const relays = await startMeshRelays(m, c, 120_000);
+    const relays = await startMeshRelays(m, c, 120_000, [], o.relayNodeArgs ?? []);
     const relaysStartMs = Date.now() - relayStart;
     log(`${N} relays started in ${relaysStartMs} ms`);
     m.hosts.forEach((h, i) => {
@@ -209,6 +213,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
           peersUp: Number(ready.peersUp),
           fullAtMs: at === null ? null : at - relayStart,
           framesOut: sumPeers(metrics, 'framesOut'),
+          batchesOut: sumPeers(metrics, 'batchesOut'),
           resends: sumPeers(metrics, 'resends'),
           reconnects: sumPeers(metrics, 'reconnects'),
           connectFailures: sumPeers(metrics, 'connectFailures'),
@@ -285,7 +290,7 @@ export function describeMeshRun(r: MeshRunResult): string[] {
     `full mesh (every relay with an authenticated link to each of its ${r.hosts - 1} peers, ${r.streams} links): ${r.fullMeshMs ?? 'never'} ms after relay start, ${r.fullMeshAfterSendMs ?? '-'} ms after the first send`,
     `${r.total} frames (${r.frames} x ${r.streams} streams) in ${r.streamMs} ms from first send to last sink done: ${r.framesPerSec} frames/s across the mesh`,
     `per relay: RSS mean ${mb(avg((x) => x.rss))} (peak max ${mb(max((x) => x.hwm))}), CPU mean ${Math.round(avg((x) => x.cpuMs))} ms, fds max ${max((x) => x.fds)}, TCP links mean ${avg((x) => x.tcp).toFixed(1)} (${(avg((x) => x.tcp) / (r.hosts - 1)).toFixed(2)} per peer)${idle}, log lines max ${max((x) => x.logLines)}`,
-    `counters (sum): resends ${sum((x) => x.resends)}, duplicates dropped ${sum((x) => x.duplicates)}, reconnects ${sum((x) => x.reconnects)}, connect failures ${sum((x) => x.connectFailures)}`,
+    `frames per DATA message ${(sum((x) => x.framesOut) / Math.max(1, sum((x) => x.batchesOut))).toFixed(1)}; counters (sum): resends ${sum((x) => x.resends)}, duplicates dropped ${sum((x) => x.duplicates)}, reconnects ${sum((x) => x.reconnects)}, connect failures ${sum((x) => x.connectFailures)}`,
     `host       RSS      peak    CPU  fds  tcp  log  fullAt  framesOut resends reconn connFail dups`,
     ...r.rows.map((x) =>
       [x.host.padEnd(5), mb(x.rss).padStart(8), mb(x.hwm).padStart(8), `${Math.round(x.cpuMs)}`.padStart(6), String(x.fds).padStart(4), String(x.tcp).padStart(4), String(x.logLines).padStart(4), String(x.fullAtMs ?? '-').padStart(7), String(x.framesOut).padStart(10), String(x.resends).padStart(7), String(x.reconnects).padStart(6), String(x.connectFailures).padStart(8), String(x.duplicates).padStart(4)].join(' '),

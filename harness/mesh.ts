@@ -137,8 +137,8 @@ export function writeMeshCluster(mesh: Mesh, port: number, limits: Record<string
 }
 
 /** One transit-server per host, inside its namespace, all started at once. */
-export function startMeshRelays(mesh: Mesh, cluster: NetnsCluster, ms = 60_000, extra: string[] = []): Promise<NsRelay[]> {
-  return Promise.all(mesh.hosts.map((h) => startRelayIn(h.netns, h.name, cluster.configPath, ms, extra)));
+export function startMeshRelays(mesh: Mesh, cluster: NetnsCluster, ms = 60_000, extra: string[] = [], nodeArgs: string[] = []): Promise<NsRelay[]> {
+  return Promise.all(mesh.hosts.map((h) => startRelayIn(h.netns, h.name, cluster.configPath, ms, extra, nodeArgs)));
 }
 
 /**

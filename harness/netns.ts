@@ -343,9 +343,9 @@ req.on('timeout', () => req.destroy(new Error('timeout')));
 req.on('error', (e) => { console.error(e.message); process.exit(1); });
 `;
 
-/** Start transit-server for `host` inside `ns` and wait for its start event. `extra` arguments go to the relay's command line. */
-export async function startRelayIn(ns: string, host: string, configPath: string, ms = 20_000, extra: string[] = []): Promise<NsRelay> {
-  const proc = spawnIn(ns, `relay ${host}`, process.execPath, [...nodeScript('relay/cli'), '--config', configPath, '--host', host, '--drain-timeout-ms', '2000', ...extra]);
+/** Start transit-server for `host` inside `ns` and wait for its start event. `extra` arguments go to the relay's command line, `nodeArgs` to node's (e.g. --cpu-prof). */
+export async function startRelayIn(ns: string, host: string, configPath: string, ms = 20_000, extra: string[] = [], nodeArgs: string[] = []): Promise<NsRelay> {
+  const proc = spawnIn(ns, `relay ${host}`, process.execPath, [...nodeArgs, ...nodeScript('relay/cli'), '--config', configPath, '--host', host, '--drain-timeout-ms', '2000', ...extra]);
   const events = (name?: string) =>
     proc.lines.flatMap((l) => {
       try {
