@@ -121,6 +121,25 @@ function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; foreign: 
     row('log lines per relay, max', (r) => String(max(r, (x) => x.logLines))),
     row('resends / duplicates dropped / reconnects / connect failures (all relays)', (r) => `${sum(r, (x) => x.resends)} / ${sum(r, (x) => x.duplicates)} / ${sum(r, (x) => x.reconnects)} / ${sum(r, (x) => x.connectFailures)}`),
     '',
+    reading(cols),
+    '',
+  ].join('\n');
+}
+
+/** The prose under the table: what grows with N and why, with this run's figures. */
+function reading(cols: MeshRunResult[]): string {
+  const first = cols[0]!;
+  const last = cols[cols.length - 1]!;
+  const perMessage = (r: MeshRunResult) => (r.rows.reduce((a, x) => a + x.framesOut, 0) / Math.max(1, r.rows.reduce((a, x) => a + x.batchesOut, 0))).toFixed(1);
+  // Each frame crosses two relays: CPU per relay per frame it handled.
+  const perHandled = (r: MeshRunResult) => ((r.rows.reduce((a, x) => a + x.streamCpuMs, 0) * 1000) / (2 * r.total)).toFixed(2);
+  const span = cols.length > 1 ? `from ${first.hosts} to ${last.hosts} hosts` : `at ${last.hosts} hosts`;
+  return [
+    `**Reading it.** Time to full mesh is from spawning the relays until the last relay had an authenticated link to each of its peers (from the relays' \`peer_up\`/\`peer_accepted\` log events); links are opened when a first frame for a peer arrives, so it includes the ${last.hosts} producers' start-up (the first sends), and so does "first send → last sink done". Each relay holds one link per peer per direction here (${last.rows[0] === undefined ? '' : `${(last.rows.reduce((a, x) => a + x.tcp, 0) / last.rows.length / (last.hosts - 1)).toFixed(2)} per peer at ${last.hosts} hosts: `}one producer per host uses one pool slot each way), ${last.hosts - 1} × 2 sockets at ${last.hosts} hosts, and every one of them was closed by the idle timeout after the stream.`,
+    '',
+    `Frames/s fall ${span} while the work per frame stays the same because the batches shrink: each producer interleaves its ${last.hosts - 1} destinations, a relay's pump turn takes what its outbound lanes hold (at most 1024 unacknowledged frames per producer) and splits it over the peers, so a DATA message carried ${cols.map(perMessage).join(' → ')} frames. Per-message costs — a \`write\`, the peer's read and wake-up, an ACK back, a futex wake of the parked sink — are spread over fewer frames: CPU per frame each relay handled went ${cols.map(perHandled).join(' → ')} µs (two relays per frame; the two-host relay rows above carry 32-frame messages). A profile of a 16-host run (\`npm run bench -- mesh --hosts 16 --total 800000 --relay-cpu-prof DIR\`, measured 2026-11-29, self time of the 16 relays' non-idle samples) puts the doorbell calls on top, 16.7 % together: \`ring\` (a futex wake of a parked sink after a publish) 8.9 % and \`wakeAll\` (a futex wake of a producer waiting for room in its lane) 7.8 %; then the socket writes (\`writeBuffer\`) 11.4 % and the frame copy into DATA (\`append\`) 2.5 % — wake-ups of processes that park between small batches, where the two-host rows' busy processes seldom park. And ${last.hosts * 3} processes (relay, sink, producer per host) share the 2 cores, so wake-ups wait for a core.`,
+    '',
+    'At one machine for all hosts, the kernel is shared too: all network namespaces use one neighbour (ARP) table, whose dynamic entries are capped at `net.ipv4.neigh.default.gc_thresh3` (1024); a 36-host mesh needs 36 × 35 = 1260, and past the cap connects time out ("neighbor table overflow" in dmesg). The harness therefore writes permanent neighbour entries (harness/mesh.ts `staticNeighbours`) and fails a run whose kernel log shows an overflow. Real hosts each have their own table; containers on one large machine do not — see docs/OPERATIONS.md.',
   ].join('\n');
 }
 
