@@ -70,6 +70,8 @@ export class PeerLink {
   onConnection: (conn: Connection, open: boolean) => void = () => {};
   /** How the last of this pool's connections went: opened (`up`), closed idle, broke or failed (`down`); null before any. */
   private lastOutcome: 'up' | 'idle' | 'down' | null = null;
+  /** Connection attempts that failed since the peer was last up (over all slots). */
+  private failStreak = 0;
 
   constructor(
     readonly host: HostConfig,
@@ -178,6 +180,7 @@ export class PeerLink {
       if (slot.everConnected) this.counters.reconnects++;
       slot.everConnected = true;
       slot.failures = 0;
+      this.failStreak = 0;
       this.lastOutcome = 'up';
       this.log('peer_up', { peer: this.host.name, conn: conn.id, slot: slot.index, queued: slot.queued });
       this.events.opened(slot);
@@ -208,9 +211,14 @@ export class PeerLink {
     } else {
       slot.failures++;
       this.counters.connectFailures++;
+      this.failStreak++;
     }
-    if (!(idleClose && wasReady)) {
-      this.log(wasReady ? 'peer_down' : 'connect_failed', { peer: this.host.name, conn: conn.id, slot: slot.index, reason: err?.message ?? 'closed', queued: slot.queued });
+    if (wasReady && !idleClose) {
+      this.log('peer_down', { peer: this.host.name, conn: conn.id, slot: slot.index, reason: err?.message ?? 'closed', queued: slot.queued });
+    } else if (!wasReady && (this.failStreak & (this.failStreak - 1)) === 0) {
+      // Failures 1, 2, 4, 8, ... of a streak: a peer down for hours logs a few dozen lines, not one per attempt
+      // (every attempt is counted in connect_failures_total). `failures` is the streak so far.
+      this.log('connect_failed', { peer: this.host.name, conn: conn.id, slot: slot.index, reason: err?.message ?? 'closed', queued: slot.queued, failures: this.failStreak });
     }
     if (!this.closed && slot.queued > 0) this.backoff(slot, wasReady);
     else slot.state = 'idle';

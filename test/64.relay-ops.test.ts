@@ -258,6 +258,35 @@ ops('/healthz answers 200; /readyz is 200 with each peer unknown, then up once a
   await b1.close();
 });
 
+ops('connect_failed is logged for failures 1, 2, 4, 8, ... of a streak (each counted), and the streak starts again once the peer was up', async () => {
+  const cluster = await makeCluster(['alpha', 'beta'], { limits: { backoffInitialMs: 5, backoffMaxMs: 20, connectTimeoutMs: 500 } });
+  const ra = await cluster.start('alpha');
+  const a1 = await Bus.open({ name: 'a1', namespace: cluster.ns('alpha'), dir: cluster.dir });
+  assert.ok(a1.send('b1@beta', bytes('waits')));
+  let failures = 0;
+  const end = Date.now() + 20_000;
+  while ((failures = (await ra.metrics()).peers.beta!.connectFailures ?? 0) < 40) {
+    assert.ok(Date.now() < end, `40 failed attempts to reach beta within 20 s (${failures})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const lines = () => ra.events('connect_failed').filter((e) => e.peer === 'beta');
+  const streak = lines().map((e) => e.failures);
+  streak.forEach((n, i) => assert.is(n, 2 ** i, `line ${i} is failure ${2 ** i} of the streak: ${JSON.stringify(streak)}`));
+  assert.ok(streak.length <= Math.floor(Math.log2(failures)) + 1 && streak.length >= 5, `${streak.length} lines for ${failures} failures`);
+  // beta comes up: the frame arrives, the link is up; beta goes away again: a new streak, logged from 1.
+  const rb = await cluster.start('beta');
+  const b1 = await Bus.open({ name: 'b1', namespace: cluster.ns('beta'), dir: cluster.dir });
+  assert.is(new TextDecoder().decode((await nextFrame(b1, 20_000)).payload), 'waits');
+  await ra.event('peer_up', 10_000, (e) => e.peer === 'beta');
+  const before = lines().length;
+  await b1.close();
+  assert.is(await rb.stop(), 0);
+  assert.ok(a1.send('b1@beta', bytes('again')));
+  await until(() => lines().length > before, 10_000, 'a failure after the peer went away');
+  assert.is(lines()[before]!.failures, 1, 'a new streak');
+  await a1.close();
+});
+
 ops('/readyz: a link closed by the idle timeout leaves its peer idle (it was fine), not down', async () => {
   const cluster = await makeCluster(['alpha', 'beta'], { limits: { idleTimeoutMs: 300 } });
   const [ra] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
