@@ -23,7 +23,7 @@
  * test asserts it is empty, the benchmark refuses to report figures otherwise.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { deadline, removeAllNetns, type NetnsCluster, type NsProcess, type NsRelay, type RelayMetrics } from './netns';
@@ -154,11 +154,11 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
     });
 
     const perSink = (N - 1) * K;
-    const sinks: NsProcess[] = m.hosts.map((h) => spawnMeshSink(h, { dir: c.dir, ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, deadlineMs: o.streamMs + 120_000 }));
+    const sinks: NsProcess[] = m.hosts.map((h) => spawnMeshSink(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, deadlineMs: o.streamMs + 120_000 }));
     await deadline(Promise.all(sinks.map((s) => s.line(/^ready$/, 120_000))), 125_000, 'every sink ready');
     log(`${N} sinks ready ${Date.now() - relayStart} ms after relay start`);
     const producers = m.hosts.map((h) =>
-      spawnMeshProducer(h, { dir: c.dir, ns: c.ns(h.name), name: 'src', id: h.index, dests: m.hosts.filter((x) => x !== h).map((x) => `sink@${x.name}`), count: K, payloadSize: o.payloadSize ?? 32, deadlineMs: o.streamMs + 60_000 }),
+      spawnMeshProducer(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'src', id: h.index, dests: m.hosts.filter((x) => x !== h).map((x) => `sink@${x.name}`), count: K, payloadSize: o.payloadSize ?? 32, deadlineMs: o.streamMs + 60_000 }),
     );
     const starts = await deadline(Promise.all(producers.map((p) => p.line(/^start /, 120_000).then(lastNumber))), 125_000, 'every producer started');
     const streamStart = Math.min(...starts);
@@ -250,7 +250,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
     }
     const overflows = neighbourOverflows() - overflows0;
     if (overflows0 >= 0 && overflows > 0) problems.push(`the kernel's neighbour (ARP) table overflowed ${overflows} time(s) during the run (dmesg): connects timed out for want of a MAC address`);
-    const left = readdirSync(c.dir);
+    const left = c.segments();
     if (left.length > 0) problems.push(`segments left after the relays stopped: ${left.join(' ')}`);
 
     const streamMs = streamEnd - streamStart;

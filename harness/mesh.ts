@@ -18,8 +18,9 @@
  * the next one (`removeStaleNetns`).
  *
  * One cluster config for all hosts (./netns `writeNetnsCluster`): each host its
- * own shm namespace in one private /dev/shm folder, metrics on 127.0.0.1:0
- * inside its network namespace, the relay on `<address>:<port>`.
+ * own segment folder (and shm namespace) under one private /dev/shm folder,
+ * metrics on 127.0.0.1:0 inside its network namespace, the relay on
+ * `<address>:<port>`.
  */
 import { execFileSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -131,9 +132,9 @@ function staticNeighbours(ip: string, hosts: readonly MeshHost[]): void {
   }
 }
 
-/** The cluster config of the mesh: every host `<addr>:<port>`. */
+/** The cluster config of the mesh: every host `<addr>:<port>`, its own segment folder. */
 export function writeMeshCluster(mesh: Mesh, port: number, limits: Record<string, number>): NetnsCluster {
-  return writeNetnsCluster(Object.fromEntries(mesh.hosts.map((h) => [h.name, { relay: `${h.addr}:${port}` }])), limits);
+  return writeNetnsCluster(Object.fromEntries(mesh.hosts.map((h) => [h.name, { relay: `${h.addr}:${port}` }])), limits, { hostDirs: true });
 }
 
 /** One transit-server per host, inside its namespace, all started at once. */
@@ -266,7 +267,7 @@ export function meshLeftovers(mesh: Mesh, cluster: NetnsCluster | null): string[
     if (marks.some((m) => cmdline.includes(m))) left.push(`process ${pid}: ${cmdline.slice(0, 200)}`);
   }
   if (cluster !== null) {
-    if (existsSync(cluster.dir)) left.push(`segment folder ${cluster.dir}: ${readdirSync(cluster.dir).join(' ')}`);
+    if (existsSync(cluster.dir)) left.push(`segment folder ${cluster.dir}: ${readdirSync(cluster.dir, { recursive: true }).join(' ')}`);
     if (existsSync(cluster.folder)) left.push(`config folder ${cluster.folder}`);
     const nsTag = cluster.ns('');
     for (const d of readdirSync('/dev/shm')) {

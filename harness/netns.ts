@@ -16,7 +16,7 @@
  * SIGKILL is cleaned up by the next one (`removeStaleNetns`).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, chmodSync, constants as fsConstants, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants as fsConstants, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes, randomInt } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { delimiter, extname, join } from 'node:path';
@@ -235,7 +235,10 @@ export function removeStaleNetns(ip: string): string[] {
   quietly(() => {
     for (const d of readdirSync('/dev/shm').filter((n) => n.startsWith('shmbus-test-'))) {
       quietly(() => {
-        const files = readdirSync(join('/dev/shm', d));
+        // Segment files, also in per-host subfolders (writeNetnsCluster hostDirs).
+        const files = readdirSync(join('/dev/shm', d), { recursive: true, withFileTypes: true })
+          .filter((e) => e.isFile())
+          .map((e) => e.name);
         if (files.length > 0 && files.every((f) => f.startsWith('shmbus.') && deadTag(f.slice('shmbus.'.length)))) rmSync(join('/dev/shm', d), { recursive: true, force: true });
       });
     }
@@ -382,20 +385,29 @@ export async function startRelayIn(ns: string, host: string, configPath: string,
 export interface NetnsCluster {
   readonly configPath: string;
   readonly folder: string;
-  /** Segment folder shared by the hosts (network namespaces do not isolate files; each host has its own shmbus namespace in it). */
+  /** The run's segment folder: the hosts' segment folder, or the parent of one folder per host (`hostDirs`). */
   readonly dir: string;
+  /** A host's segment folder (its `dir` in the config). */
+  dirOf(host: string): string;
   /** shmbus namespace of a host. */
   ns(host: string): string;
+  /** Segment files left in the run's folder(s), as paths relative to `dir`. */
+  segments(): string[];
 }
 
 /**
  * A cluster config whose hosts listen on addresses inside the network
  * namespaces; a fresh secret (mode 0600) in a temp folder; a fresh segment
- * folder under /dev/shm. Both folders are removed with the namespaces.
+ * folder under /dev/shm — shared by the hosts (each its own shmbus namespace
+ * in it), or with `hostDirs` one subfolder per host, as separate machines
+ * would have (network namespaces do not isolate files). Both folders are
+ * removed with the namespaces.
  */
-export function writeNetnsCluster(hosts: Record<string, { relay: string; inboxCapacity?: number }>, limits: Record<string, number>): NetnsCluster {
+export function writeNetnsCluster(hosts: Record<string, { relay: string; inboxCapacity?: number }>, limits: Record<string, number>, options: { hostDirs?: boolean } = {}): NetnsCluster {
   const folder = adoptFolder(mkdtempSync(join(tmpdir(), 'shmbus-netns-')));
   const dir = adoptFolder(mkdtempSync('/dev/shm/shmbus-test-'));
+  const dirOf = (h: string) => (options.hostDirs === true ? join(dir, h) : dir);
+  if (options.hostDirs === true) for (const h of Object.keys(hosts)) mkdirSync(dirOf(h));
   const tag = `n${process.pid}x${randomInt(1e6)}`;
   const secretPath = join(folder, 'cluster.secret');
   writeFileSync(secretPath, randomBytes(32).toString('hex'), { mode: 0o600 });
@@ -410,7 +422,7 @@ export function writeNetnsCluster(hosts: Record<string, { relay: string; inboxCa
         {
           relay: spec.relay,
           namespace: `${tag}-${h}`,
-          dir,
+          dir: dirOf(h),
           metrics: '127.0.0.1:0',
           ...(spec.inboxCapacity !== undefined ? { inboxCapacity: spec.inboxCapacity } : {}),
         },
@@ -418,5 +430,15 @@ export function writeNetnsCluster(hosts: Record<string, { relay: string; inboxCa
     ),
   };
   writeFileSync(configPath, JSON.stringify(config, null, 2));
-  return { configPath, folder, dir, ns: (h) => `${tag}-${h}` };
+  const segments = () =>
+    options.hostDirs === true
+      ? Object.keys(hosts).flatMap((h) => {
+          try {
+            return readdirSync(dirOf(h)).map((f) => `${h}/${f}`);
+          } catch {
+            return [];
+          }
+        })
+      : readdirSync(dir);
+  return { configPath, folder, dir, dirOf, ns: (h) => `${tag}-${h}`, segments };
 }

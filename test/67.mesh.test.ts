@@ -33,9 +33,10 @@
 import { suite } from 'uvu';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as assert from 'uvu/assert';
-import { cleanupAll, deadline, filesIn } from './_helpers';
+import { cleanupAll, deadline } from './_helpers';
 import { MAX_MESH_HOSTS, makeMesh, meshLeftovers, spawnMeshProducer, spawnMeshSink, watchReadyz, writeMeshCluster, type Mesh, type MeshHost } from '../harness/mesh';
 import { describeMeshRun, runMesh } from '../harness/mesh-run';
+import { nodeScript } from '../harness/netns';
 import { netnsAvailability, reportSkipped, netnsList, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
 
 const N = Number(process.env.SHMBUS_MESH_HOSTS ?? 8);
@@ -99,13 +100,13 @@ if (!availability.ok) {
     /** Sum of a peer counter over relays: of every peer link (peer undefined) or of the links to one peer. */
     const total = (ms: Array<Awaited<ReturnType<NsRelay['metrics']>> | null>, key: string, peer?: string) =>
       ms.reduce((a, x) => a + (x === null ? 0 : Object.entries(x.peers).reduce((b, [name, p]) => b + (peer === undefined || name === peer ? (p[key] ?? 0) : 0), 0)), 0);
-    const producer = (h: MeshHost) => spawnMeshProducer(h, { dir: c.dir, ns: c.ns(h.name), name: 'src', id: h.index, dests: hosts.filter((o) => o !== h).map((o) => `sink@${o.name}`), count: FAULT_K, deadlineMs: 90_000, paceMs: PACE_MS });
+    const producer = (h: MeshHost) => spawnMeshProducer(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'src', id: h.index, dests: hosts.filter((o) => o !== h).map((o) => `sink@${o.name}`), count: FAULT_K, deadlineMs: 90_000, paceMs: PACE_MS });
 
     // Every relay but the late host's; every sink (the late host's too: its relay finds it registered when it starts).
     const relays: Array<NsRelay | undefined> = [...(await Promise.all(early.map((h) => startRelayIn(h.netns, h.name, c.configPath, 60_000)))), undefined];
     const relayStart = Date.now();
     const watchers = early.map((h, i) => watchReadyz(h, relays[i]!, N - 1, 90_000, m.prefix));
-    const sinks = hosts.map((h) => spawnMeshSink(h, { dir: c.dir, ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, progressEvery: STEP, deadlineMs: 150_000 }));
+    const sinks = hosts.map((h) => spawnMeshSink(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, progressEvery: STEP, deadlineMs: 150_000 }));
     await Promise.all(sinks.map((s) => s.line(/^ready$/, 60_000)));
     const producers: NsProcess[] = early.map(producer);
     // Streaming: every early sink has read its first frames.
@@ -151,6 +152,14 @@ if (!availability.ok) {
     // Fault 3: the late host. Nothing reached its sink meanwhile; nobody's /readyz reported the full mesh.
     assert.is(sinks[N - 1]!.lines.filter((l) => l.startsWith('progress ')).length, 0, `${lateH.name}'s sink received frames before its relay ran`);
     for (const [i, w] of watchers.entries()) assert.is(w.lines.find((l) => l.startsWith('full ')), undefined, `${hosts[i]!.name}'s /readyz reported ${N - 1} peers up before ${lateH.name} ran`);
+    // The first host's view of the late one, as an operator sees it: /readyz and `shmbus stat` (run inside its namespace, where its relay's metrics port is).
+    const first = hosts[0]!;
+    const firstReady = (await relays[0]!.get('/readyz')) as { peersDown: number; peers: Record<string, { state: string }> };
+    assert.is(firstReady.peers[lateH.name]!.state, 'down', `${first.name}'s /readyz shows ${lateH.name} down`);
+    assert.ok(firstReady.peersDown >= 1);
+    const stat = await first.exec(process.execPath, [...nodeScript('src/cli'), 'stat', '--namespace', c.ns(first.name), '--dir', c.dirOf(first.name), '--wide'], 30_000);
+    assert.match(stat, new RegExp(`down: (\\S+ )*${lateH.name}\\b`), `shmbus stat names ${lateH.name} down:\n${stat}`);
+    assert.match(stat, new RegExp(`^${lateH.name}\\s+down\\s`, 'm'), `shmbus stat's row for ${lateH.name}:\n${stat}`);
     const lateStart = Date.now();
     relays[N - 1] = await startRelayIn(lateH.netns, lateH.name, c.configPath, 30_000);
     watchers.push(watchReadyz(lateH, relays[N - 1]!, N - 1, 90_000, m.prefix));
@@ -198,7 +207,7 @@ if (!availability.ok) {
     const codes = await Promise.all(relays.map((r) => r!.stop(30_000)));
     relays.forEach((r, i) => assert.is(codes[i], 0, `${r!.host}: ${r!.proc.lines.slice(-5).join('\n')} ${r!.proc.stderr().slice(-500)}`));
     for (const r of relays) assert.equal(r!.events('stop')[0], { ...r!.events('stop')[0], clean: true, unacked: 0, pending: 0 }, `${r!.host} stopped clean`);
-    assert.equal(filesIn(c.dir), [], 'no segment left');
+    assert.equal(c.segments(), [], 'no segment left');
   });
 
   mesh('nothing of the run is left: no namespace, link, process or shm file', () => {
