@@ -79,7 +79,7 @@ if (!availability.ok) {
       // At least one link per peer (outgoing or incoming); at most a full pool each way.
       assert.ok(row.tcp >= N - 1 && row.tcp <= 2 * POOL * (N - 1), `${row.host}: ${row.tcp} relay connections, expected ${N - 1}..${2 * POOL * (N - 1)}`);
       assert.is(row.tcpAfterIdle, 0, `${row.host}: the idle timeout closed every link`);
-      assert.ok(row.fullAtMs !== null && row.peersUp === N - 1, `${row.host} reached every peer`);
+      assert.ok(row.fullAtMs !== null && row.peersReached === N - 1, `${row.host} reached every peer`);
     }
   });
 
