@@ -6,7 +6,7 @@
  * is settled, sent and queued. On each connection of its pool slot a flow is
  * one stream (a STREAM message binds it).
  */
-import type { Slot } from './pool';
+import type { Slot } from './transport';
 
 /** One source endpoint's frames to one destination on one peer: a stream on each connection of its slot. */
 export class Flow {

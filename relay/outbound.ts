@@ -24,7 +24,8 @@ import type { Delivery } from './delivery';
 import { InboundStream, type StreamOwner } from './stream';
 import type { RelayEndpoint } from './endpoint';
 import { Flow, SlotFlows } from './flow';
-import type { LinkEvents, Logger, PeerLink, Slot } from './pool';
+import type { Logger } from './pool';
+import type { LinkEvents, PeerTransport, Slot } from './transport';
 
 /** Frames of this host's apps to endpoints of this same host: released when delivery settles them. */
 class LocalOwner implements StreamOwner {
@@ -53,7 +54,7 @@ const PARK_TIMEOUT_MS = 1000;
 
 export class Outbound implements LinkEvents {
   readonly counters: OutboundCounters = { outboundFrames: 0, localDeliveries: 0, unknownHost: 0, strayFrames: 0, noticesWritten: 0, noticesLost: 0 };
-  private readonly links = new Map<string, PeerLink>();
+  private readonly links = new Map<string, PeerTransport>();
   private readonly slotFlows = new Map<Slot, SlotFlows>();
   private readonly flows = new Map<string, Flow>();
   private readonly localStreams = new Map<string, InboundStream>();
@@ -95,7 +96,7 @@ export class Outbound implements LinkEvents {
   }
 
   /** Send through `link` (one per peer host). */
-  addLink(link: PeerLink): void {
+  addLink(link: PeerTransport): void {
     this.links.set(link.name, link);
     for (const slot of link.slots) this.slotFlows.set(slot, new SlotFlows());
   }

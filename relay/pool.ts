@@ -15,55 +15,27 @@ import type { ClusterConfig, HostConfig } from './config';
 import { Connection, StageDeadline } from './connection';
 import type { PeerCounters } from './metrics';
 import type { PeerState } from './snapshot';
-import { ERR_AUTH_FAILED, ERR_UNEXPECTED, ERR_UNKNOWN_HOST, MSG_ACK, MSG_ERROR, ProtocolError, type AckMessage, type Message } from './codec';
+import { Slot, type LinkEvents, type PeerTransport } from './transport';
+import { ERR_AUTH_FAILED, ERR_UNEXPECTED, ERR_UNKNOWN_HOST, MSG_ACK, MSG_ERROR, ProtocolError, type Message } from './codec';
 import { ConnectorHandshake } from './handshake';
 
 export type Logger = (event: string, fields: Record<string, unknown>) => void;
 
-/** What a slot's owner (outbound.ts) is told. */
-export interface LinkEvents {
-  /** The slot's connection is authenticated and open: send on it. */
-  opened(slot: Slot): void;
-  /** The slot's connection closed: whatever it carried unacked must go again on the next one. */
-  closed(slot: Slot): void;
-  /** An ACK arrived on the slot's connection (throw ProtocolError to refuse it). */
-  acked(slot: Slot, ack: AckMessage): void;
-  /** The slot's connection drained its write buffer: it can take more. */
-  writable(slot: Slot): void;
-}
-
-export type SlotState = 'idle' | 'connecting' | 'handshake' | 'ready' | 'backoff';
-
-
-export class Slot {
-  state: SlotState = 'idle';
-  conn: Connection | null = null;
-  /** Frames sent on the current connection and not yet acked (kept by outbound.ts). */
-  unacked = 0;
-  /** Frames waiting to be sent (kept by outbound.ts). */
-  queued = 0;
-  /** When the oldest unacked frame was sent or the last ACK arrived, whichever is later (ms). */
-  ackClock = 0;
-  /** The acceptor's maxFramesPerBatch on the current connection. */
-  maxFrames = 1;
-  /** Connections opened so far (a new one is a new set of stream ids). */
-  epoch = 0;
+/** A pool slot: the data path's Slot (./transport) and what the pool keeps per connection attempt. */
+export class PoolSlot extends Slot<Connection> {
   failures = 0;
   everConnected = false;
+  /** Backoff before the next attempt. */
   timer: NodeJS.Timeout | null = null;
   /** The current connection's connect or handshake deadline. */
   deadline: StageDeadline | null = null;
   /** The current connection is being closed for want of traffic (a disconnect, not a failure). */
   idleClosing = false;
-
-  constructor(
-    readonly link: PeerLink,
-    readonly index: number,
-  ) {}
 }
 
-export class PeerLink {
-  readonly slots: Slot[];
+/** The TCP (or TLS) transport to one peer: ./transport PeerTransport. */
+export class PeerLink implements PeerTransport {
+  readonly slots: PoolSlot[];
   private idleTimer: NodeJS.Timeout;
   private closed = false;
   /** Called for every connection made or ended (the server's set of live connections). */
@@ -80,7 +52,7 @@ export class PeerLink {
     readonly counters: PeerCounters,
     private readonly log: Logger,
   ) {
-    this.slots = Array.from({ length: config.limits.poolSize }, (_, i) => new Slot(this, i));
+    this.slots = Array.from({ length: config.limits.poolSize }, (_, i) => new PoolSlot(this, i));
     const { idleTimeoutMs, ackTimeoutMs } = config.limits;
     this.idleTimer = setInterval(() => this.evictIdle(), Math.max(10, Math.min(idleTimeoutMs / 2, ackTimeoutMs / 4, 1000)));
     this.idleTimer.unref();
@@ -111,10 +83,11 @@ export class PeerLink {
 
   /** The slot has frames to send: connect it if it is idle. */
   want(slot: Slot): void {
-    if (slot.state === 'idle') this.connect(slot);
+    const own = this.slots[slot.index]!;
+    if (own.state === 'idle') this.connect(own);
   }
 
-  private connect(slot: Slot): void {
+  private connect(slot: PoolSlot): void {
     if (this.closed) return;
     const { limits, tls, self, secret } = this.config;
     slot.state = 'connecting';
@@ -151,7 +124,7 @@ export class PeerLink {
     });
   }
 
-  private onMessage(slot: Slot, conn: Connection, msg: Message, handshake: ConnectorHandshake): void {
+  private onMessage(slot: PoolSlot, conn: Connection, msg: Message, handshake: ConnectorHandshake): void {
     if (msg.type === MSG_ERROR) {
       this.log('peer_error', { peer: this.host.name, conn: conn.id, code: msg.code, message: msg.message });
       conn.destroy(new Error(`peer ${this.host.name} refused: ${msg.message}`));
@@ -194,7 +167,7 @@ export class PeerLink {
     throw new ProtocolError(ERR_UNEXPECTED, `a ${msg.type === MSG_ACK ? 'ACK' : `type ${msg.type}`} message is not allowed on an outgoing connection`);
   }
 
-  private onClosed(slot: Slot, conn: Connection, err: Error | null): void {
+  private onClosed(slot: PoolSlot, conn: Connection, err: Error | null): void {
     this.onConnection(conn, false);
     slot.deadline?.cancel();
     slot.deadline = null;
@@ -225,7 +198,7 @@ export class PeerLink {
   }
 
   /** Reconnect after a delay: at once after a connection that worked, with growing backoff after failures. */
-  private backoff(slot: Slot, afterUp: boolean): void {
+  private backoff(slot: PoolSlot, afterUp: boolean): void {
     const { backoffInitialMs, backoffMaxMs } = this.config.limits;
     const base = afterUp ? backoffInitialMs : Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(slot.failures, 30));
     const delay = base / 2 + Math.random() * (base / 2);

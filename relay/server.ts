@@ -15,7 +15,7 @@ import { createServer as createTcpServer, type Server as TcpServer, type Socket 
 import { createServer as createTlsServer } from 'node:tls';
 import type { Server as HttpServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import type { ClusterConfig } from './config';
+import type { ClusterConfig, HostConfig } from './config';
 import { DEFAULT_DEDUP_ENTRY_COUNT } from '../src/internal';
 import { DEFAULT_MODE, defaultMaxMessageSize } from '../src/internal';
 import type { Connection } from './connection';
@@ -26,6 +26,7 @@ import { InboundLink, type AcceptorCounters } from './inbound';
 import { newPeerCounters, serveMetrics, type ConnectionSnapshot, type PeerCounters, type PeerReadiness, type Readiness, type RelaySnapshot } from './metrics';
 import { Outbound } from './outbound';
 import { PeerLink, type Logger } from './pool';
+import type { LinkEvents, PeerTransport } from './transport';
 import { ERR_SHUTTING_DOWN } from './codec';
 
 export type { Logger } from './pool';
@@ -38,7 +39,8 @@ export class TransitServer {
   private outbound!: Outbound;
   private tcp!: TcpServer;
   private metrics: HttpServer | null = null;
-  private readonly links = new Map<string, PeerLink>();
+  /** The transport to each peer (./transport: the data path's seam; TCP/TLS pools today). */
+  private readonly links = new Map<string, PeerTransport>();
   private readonly inbound = new Set<InboundLink>();
   private readonly outgoing = new Set<Connection>();
   private readonly peerCounters = new Map<string, PeerCounters>();
@@ -96,11 +98,7 @@ export class TransitServer {
     this.delivery = new Delivery(this.endpoint, this.dedup, limits, (full) => this.pressure(full));
     this.outbound = new Outbound(this.endpoint, this.config, this.delivery, this.log);
     for (const peer of this.config.peers) {
-      const link = new PeerLink(peer, this.config, this.outbound, this.peerCounters.get(peer.name)!, this.log);
-      link.onConnection = (conn, open) => {
-        if (open) this.outgoing.add(conn);
-        else this.outgoing.delete(conn);
-      };
+      const link = this.transportTo(peer, this.outbound);
       this.links.set(peer.name, link);
       this.outbound.addLink(link);
     }
@@ -140,6 +138,16 @@ export class TransitServer {
       if (full) link.pause();
       else link.resume();
     }
+  }
+
+  /** The transport to one peer: a pool of TCP (or TLS) connections. A second transport would be chosen here, per peer. */
+  private transportTo(peer: HostConfig, events: LinkEvents): PeerTransport {
+    const link = new PeerLink(peer, this.config, events, this.peerCounters.get(peer.name)!, this.log);
+    link.onConnection = (conn, open) => {
+      if (open) this.outgoing.add(conn);
+      else this.outgoing.delete(conn);
+    };
+    return link;
   }
 
   snapshot(): RelaySnapshot {

@@ -47,8 +47,12 @@ const POOL = 2;
 const FAULT_K = Number(process.env.SHMBUS_MESH_FAULT_FRAMES ?? 600);
 const PACE_MS = Number(process.env.SHMBUS_MESH_PACE_MS ?? 7000);
 const CUT_MS = 2000;
-/** limits.idleTimeoutMs of the first test: its links must all be closed this long after the stream. */
-const IDLE_MS = 3000;
+/**
+ * limits.idleTimeoutMs of the first test: its links must all be closed this
+ * long after the stream, and none before the last sink is done (sinks finish
+ * seconds apart at larger N, so it grows with N).
+ */
+const IDLE_MS = Math.max(3000, N * 500);
 const LIMITS = { poolSize: POOL, ttlMs: 60_000, ackTimeoutMs: 70_000, connectTimeoutMs: 2000, handshakeTimeoutMs: 2000, backoffInitialMs: 20, backoffMaxMs: 500 };
 
 const availability = netnsAvailability();
