@@ -16,6 +16,12 @@ import { makeCluster, tcpProxy, type Cluster } from './_helpers/cluster';
 
 const FRAMES = Number(process.env.SHMBUS_CHAOS_FRAMES ?? 34_000);
 const KILLS = Number(process.env.SHMBUS_CHAOS_KILLS ?? 10);
+/**
+ * Producers spread their frames over KILLS × this, so that every kill lands mid-stream: a kill-and-restart
+ * cycle takes 0.1-0.9 s of driver waits plus a relay start (over 1 s through tsx on a loaded 2-core machine;
+ * at 1500 ms per kill, 2 of 20 loaded runs ended their stream after 8-9 kills).
+ */
+const PACE_PER_KILL_MS = 2000;
 const SEED = Number(process.env.SHMBUS_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const PRODUCERS = 3;
 
@@ -41,7 +47,7 @@ chaos(`${PRODUCERS * 2 * FRAMES} frames both ways while relays are SIGKILLed ${K
     const producers = [];
     for (const [from, to] of [['alpha', 'beta'], ['beta', 'alpha']] as const) {
       for (let id = 1; id <= PRODUCERS; id++) {
-        producers.push(spawnChild('producer', { dir: cluster.dir, ns: cluster.ns(from), name: `p${id}`, dest: `sink@${to}`, count: FRAMES, id, paceMs: KILLS * 1500 }));
+        producers.push(spawnChild('producer', { dir: cluster.dir, ns: cluster.ns(from), name: `p${id}`, dest: `sink@${to}`, count: FRAMES, id, paceMs: KILLS * PACE_PER_KILL_MS }));
       }
     }
     const finished = Promise.all(producers.map((p) => p.exited(300_000)));
