@@ -21,6 +21,7 @@
  *            "ca": "./ca.crt" },
  *   "limits": {                                optional; each field optional (LIMIT_RANGES)
  *     "poolSize": 2,                           TCP connections per peer host, 1..64
+ *     "minLinks": 0,                           of those, kept open at all times (opened at start, reopened, never idle-closed), 0..64, at most poolSize
  *     "pendingFrames": 10000,                  frames held for missing or full targets, 1..10_000_000
  *     "pendingBytes": 67108864,                payload bytes held pending, 1 KiB..4 GiB
  *     "ttlMs": 30000,                          a held frame is reported undeliverable after this, 1..86_400_000
@@ -100,6 +101,8 @@ const GIB = 1024 * MIB;
 export interface Limits {
   /** TCP connections per peer host. */
   readonly poolSize: number;
+  /** Of those, how many are kept open at all times: opened at start, reopened when they close, never closed for idleness (1: the full mesh stays up without traffic). At most poolSize. */
+  readonly minLinks: number;
   /** Frames the relay holds for targets that are missing or full. */
   readonly pendingFrames: number;
   /** Payload bytes held pending (bounds memory). */
@@ -139,6 +142,7 @@ export interface LimitRange {
 /** Range and default of every field of `limits`. */
 export const LIMIT_RANGES: Readonly<Record<keyof Limits, LimitRange>> = Object.freeze({
   poolSize: Object.freeze({ kind: 'integer', min: 1, max: 64, default: 2 }),
+  minLinks: Object.freeze({ kind: 'integer', min: 0, max: 64, default: 0 }),
   pendingFrames: Object.freeze({ kind: 'integer', min: 1, max: 10_000_000, default: 10_000 }),
   pendingBytes: Object.freeze({ kind: 'integer', min: KIB, max: 4 * GIB, default: 64 * MIB }),
   ttlMs: Object.freeze({ kind: 'durationMs', min: 1, max: 86_400_000, default: 30_000 }),
@@ -324,6 +328,9 @@ function limitsOf(value: unknown): Limits {
   }
   if (limits.unknownGraceMs > limits.ttlMs) {
     throw fail('limits.unknownGraceMs', 'limits.unknownGraceMs', `at most limits.ttlMs (${limits.ttlMs})`, limits.unknownGraceMs);
+  }
+  if (limits.minLinks > limits.poolSize) {
+    throw fail('limits.minLinks', 'limits.minLinks', `at most limits.poolSize (${limits.poolSize})`, limits.minLinks);
   }
   if (limits.backoffInitialMs > limits.backoffMaxMs) {
     throw fail('limits.backoffInitialMs', 'limits.backoffInitialMs', `at most limits.backoffMaxMs (${limits.backoffMaxMs})`, limits.backoffInitialMs);

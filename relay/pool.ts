@@ -81,6 +81,16 @@ export class PeerLink implements PeerTransport {
     return this.lastOutcome === null ? 'unknown' : this.lastOutcome === 'up' ? 'idle' : this.lastOutcome;
   }
 
+  /** Open the slots kept open at all times (limits.minLinks: the first ones). */
+  start(): void {
+    for (let i = 0; i < this.config.limits.minLinks; i++) if (this.slots[i]!.state === 'idle') this.connect(this.slots[i]!);
+  }
+
+  /** A slot kept open at all times: reopened when it closes, never closed for idleness. */
+  private kept(slot: PoolSlot): boolean {
+    return slot.index < this.config.limits.minLinks;
+  }
+
   /** The slot has frames to send: connect it if it is idle. */
   want(slot: Slot): void {
     const own = this.slots[slot.index]!;
@@ -193,7 +203,7 @@ export class PeerLink implements PeerTransport {
       // (every attempt is counted in connect_failures_total). `failures` is the streak so far.
       this.log('connect_failed', { peer: this.host.name, conn: conn.id, slot: slot.index, reason: err?.message ?? 'closed', queued: slot.queued, failures: this.failStreak });
     }
-    if (!this.closed && slot.queued > 0) this.backoff(slot, wasReady);
+    if (!this.closed && (slot.queued > 0 || this.kept(slot))) this.backoff(slot, wasReady);
     else slot.state = 'idle';
   }
 
@@ -226,7 +236,7 @@ export class PeerLink implements PeerTransport {
         conn.destroy(new Error(`no ack for ${Math.round(now - slot.ackClock)} ms`));
         continue;
       }
-      if (slot.unacked === 0 && slot.queued === 0 && now - conn.lastActivity >= idleTimeoutMs) {
+      if (slot.unacked === 0 && slot.queued === 0 && now - conn.lastActivity >= idleTimeoutMs && !this.kept(slot)) {
         this.log('peer_idle_close', { peer: this.host.name, conn: conn.id, slot: slot.index });
         slot.idleClosing = true;
         conn.destroy();

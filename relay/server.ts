@@ -101,6 +101,7 @@ export class TransitServer {
       const link = this.transportTo(peer, this.outbound);
       this.links.set(peer.name, link);
       this.outbound.addLink(link);
+      link.start();
     }
     this.log('start', {
       host: self.name,

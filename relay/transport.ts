@@ -76,6 +76,8 @@ export interface PeerTransport {
   readonly state: PeerState;
   /** Channels open or opening. */
   readonly connections: number;
+  /** Open what the transport keeps open at all times (limits.minLinks); called once the data path knows its slots. */
+  start(): void;
   /** The slot has frames to send: open its channel if it has none. */
   want(slot: Slot): void;
   /** Close every channel; unacked frames stay in the outbound inbox for the next start. */

@@ -86,6 +86,7 @@ valid('loads a minimal file, fills every default and resolves the secret path ag
   assert.is(config.tls, undefined);
   assert.equal({ ...config.limits }, {
     poolSize: 2,
+    minLinks: 0,
     pendingFrames: 10_000,
     pendingBytes: 64 * MIB,
     ttlMs: 30_000,
@@ -256,6 +257,7 @@ valid('accepts every limit at both ends of its range', () => {
   write('cluster.secret', SECRET);
   const bounds: Array<[string, number, number]> = [
     ['poolSize', 1, 64],
+    ['minLinks', 0, 1],
     ['pendingFrames', 1, 10_000_000],
     ['pendingBytes', KIB, 4 * GIB],
     ['ttlMs', 1, 86_400_000],
@@ -403,10 +405,12 @@ const CASES: Array<[string, (c: Raw) => void, string, string?]> = [
   ['tls with PEM text instead of a path', (c) => (c.tls = { key: '-----BEGIN PRIVATE KEY-----\nMII', cert: 'c.pem', ca: 'ca.pem' }), 'tls.key'],
   ['limits that are not an object', (c) => (c.limits = 5), 'limits'],
   ['backoffInitialMs above backoffMaxMs', (c) => (c.limits = { backoffInitialMs: 6000 }), 'limits.backoffInitialMs'],
+  ['minLinks above poolSize', (c) => (c.limits = { poolSize: 2, minLinks: 3 }), 'limits.minLinks'],
 ];
 
 const LIMIT_OUT_OF_RANGE: Array<[string, unknown]> = [
   ['poolSize', 0], ['poolSize', 65], ['poolSize', 1.5], ['poolSize', '2'],
+  ['minLinks', -1], ['minLinks', 65], ['minLinks', true],
   ['pendingFrames', 0], ['pendingFrames', 10_000_001],
   ['pendingBytes', KIB - 1], ['pendingBytes', 4 * GIB + 1],
   ['ttlMs', 0], ['ttlMs', 86_400_001], ['ttlMs', null],

@@ -56,6 +56,16 @@ async function readyz(relay: Relay): Promise<{ status: number; body: ReadyBody }
   return { status: r.status, body: JSON.parse(r.body) as ReadyBody };
 }
 
+/** GET /readyz until `done(body)` (every 20 ms, at most `ms`); the last answer. */
+async function readyzUntil(relay: Relay, done: (body: ReadyBody) => boolean, ms = 10_000): Promise<{ status: number; body: ReadyBody }> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const r = await readyz(relay);
+    if (done(r.body) || Date.now() > end) return r;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Two hosts, relays up, a1@alpha and b1@beta open, `n` frames a1 -> b1 delivered. */
 async function twoHostsWithTraffic(n: number) {
   const cluster = await makeCluster(['alpha', 'beta']);
@@ -287,6 +297,26 @@ ops('connect_failed is logged for failures 1, 2, 4, 8, ... of a streak (each cou
   await a1.close();
 });
 
+ops('minLinks: 1 opens a link to every peer at start, without traffic, keeps it through the idle timeout, and reopens it when the peer comes back', async () => {
+  const cluster = await makeCluster(['alpha', 'beta', 'gamma'], { limits: { minLinks: 1, idleTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 100 } });
+  const [ra, rb] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
+  // No endpoint, no frame: the links are there anyway.
+  const up = await readyzUntil(ra, (b) => b.peers.beta!.outgoing === 1 && b.peers.beta!.incoming === 1);
+  assert.equal(up.body.peers.beta, { up: true, state: 'up', outgoing: 1, incoming: 1 }, "alpha's own link, and beta's kept link to alpha");
+  assert.is(up.body.peers.gamma!.state, 'down', 'gamma is not running: its kept link keeps failing');
+  // Several idle timeouts later the links are still up.
+  await new Promise((r) => setTimeout(r, 800));
+  assert.equal(ra.events('peer_idle_close'), [], 'a kept link is never closed for idleness');
+  assert.is((await readyz(ra)).body.peers.beta!.outgoing, 1);
+  // beta goes away and comes back: alpha reopens its link with nothing to send.
+  assert.is(await rb.stop(), 0);
+  await ra.event('peer_down', 10_000, (e) => e.peer === 'beta');
+  const downs = ra.events('peer_up').filter((e) => e.peer === 'beta').length;
+  await cluster.start('beta');
+  await until(() => ra.events('peer_up').filter((e) => e.peer === 'beta').length > downs, 10_000, 'alpha reconnecting to the restarted beta');
+  assert.is((await readyz(ra)).body.peers.beta!.state, 'up');
+});
+
 ops('/readyz: a link closed by the idle timeout leaves its peer idle (it was fine), not down', async () => {
   const cluster = await makeCluster(['alpha', 'beta'], { limits: { idleTimeoutMs: 300 } });
   const [ra] = await Promise.all([cluster.start('alpha'), cluster.start('beta')]);
@@ -296,7 +326,8 @@ ops('/readyz: a link closed by the idle timeout leaves its peer idle (it was fin
   await nextFrame(b1);
   assert.is((await readyz(ra)).body.peers.beta!.state, 'up');
   await ra.event('peer_idle_close', 10_000, (e) => e.peer === 'beta');
-  const idle = await readyz(ra);
+  // The log line comes as the close begins; the socket's close follows.
+  const idle = await readyzUntil(ra, (b) => b.peers.beta!.outgoing === 0);
   assert.equal(idle.body.peers.beta, { up: false, state: 'idle', outgoing: 0, incoming: 0 });
   assert.is(idle.body.peersDown, 0);
   // Traffic again: the link is made again, and the peer is up.
