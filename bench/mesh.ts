@@ -15,7 +15,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MAX_MESH_HOSTS } from '../harness/mesh';
-import { describeMeshRun, runMesh, type MeshRunResult } from '../harness/mesh-run';
+import { coldStartMesh, describeMeshRun, runMesh, type ColdStartResult, type MeshRunResult } from '../harness/mesh-run';
 import { writeMeshSection } from './document';
 import { codeVersion, cpuSnapshot, foreignShare, machine, QUIET_SHARE, stealShare, waitQuiet } from './machine';
 
@@ -86,13 +86,14 @@ function parseMeshArgs(argv: string[]): MeshSettings | null {
 const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(1);
 
 /** The BENCHMARKS.md section: what was run, the table, and the per-size details. */
-function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; foreign: number }>, meta: { date: string; code: string; load0: string; load1: string; foreign: number; steal: number; command: string }): string {
+function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; cold: ColdStartResult; foreign: number }>, meta: { date: string; code: string; load0: string; load1: string; foreign: number; steal: number; command: string }): string {
   const info = machine();
   const avg = (r: MeshRunResult, f: (x: MeshRunResult['rows'][number]) => number) => r.rows.reduce((a, x) => a + f(x), 0) / r.rows.length;
   const max = (r: MeshRunResult, f: (x: MeshRunResult['rows'][number]) => number) => Math.max(...r.rows.map(f));
   const sum = (r: MeshRunResult, f: (x: MeshRunResult['rows'][number]) => number) => r.rows.reduce((a, x) => a + f(x), 0);
   const cols = runs.map(({ result: r }) => r);
   const row = (label: string, f: (r: MeshRunResult) => string) => `| ${label} | ${cols.map(f).join(' | ')} |`;
+  const coldRow = (label: string, f: (c: ColdStartResult) => string) => `| ${label} | ${runs.map(({ cold }) => f(cold)).join(' | ')} |`;
   return [
     '## A full mesh in network namespaces',
     '',
@@ -102,13 +103,15 @@ function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; foreign: 
     meta.command,
     '```',
     '',
-    `Each size is one run of the driver test/67 runs at N = 8 (harness/mesh-run.ts): N Linux network namespaces joined by a bridge (a veth each, 169.254.x.y/16), one cluster config, one transit-server per host (\`node dist/relay/cli.js\`, default limits but \`idleTimeoutMs: ${s.idleMs}\`, so \`poolSize\` 2), started at once (a cold start); then one sink and one producer per host, each producer sending K frames of ${s.payload} B to every other host's sink, frame 0 to every destination, then frame 1, ... — all N × (N−1) streams at once. Every sink checked every frame (exactly once, in order, per source); every relay stopped clean with SIGTERM; nothing was left. Nothing is pinned: N relays, N sinks and N producers share the machine's ${info.nproc} cores, so frames/s is what the whole mesh moves through this one machine, not what one link can carry. Load average ${meta.load0} before, ${meta.load1} after; CPU used by processes other than the benchmark during the run: ${(meta.foreign * 100).toFixed(1)} % of the machine (per size: ${runs.map((r) => `${(r.foreign * 100).toFixed(1)} %`).join(', ')}; steal ${(meta.steal * 100).toFixed(1)} %).`,
+    `Each size is two runs of the drivers test/67 runs at N = 8 (harness/mesh-run.ts). First a cold start with \`limits.minLinks: 1\` and no application (\`coldStartMesh\`): N relays spawned at once, each opening one link to every peer at start; full mesh is when the last relay has an authenticated link to each of its peers (its \`peer_up\`/\`peer_accepted\` log events). Then the traffic run (\`runMesh\`): N Linux network namespaces joined by a bridge (a veth each, 169.254.x.y/16), one cluster config, one transit-server per host (\`node dist/relay/cli.js\`, default limits but \`idleTimeoutMs: ${s.idleMs}\`, so \`poolSize\` 2), started at once (a cold start); then one sink and one producer per host, each producer sending K frames of ${s.payload} B to every other host's sink, frame 0 to every destination, then frame 1, ... — all N × (N−1) streams at once. Every sink checked every frame (exactly once, in order, per source); every relay stopped clean with SIGTERM; nothing was left. Nothing is pinned: N relays, N sinks and N producers share the machine's ${info.nproc} cores, so frames/s is what the whole mesh moves through this one machine, not what one link can carry. Load average ${meta.load0} before, ${meta.load1} after; CPU used by processes other than the benchmark during the run: ${(meta.foreign * 100).toFixed(1)} % of the machine (per size: ${runs.map((r) => `${(r.foreign * 100).toFixed(1)} %`).join(', ')}; steal ${(meta.steal * 100).toFixed(1)} %).`,
     '',
     `| hosts | ${cols.map((r) => String(r.hosts)).join(' | ')} |`,
     `|---|${cols.map(() => '--:').join('|')}|`,
+    coldRow('**cold start, \`minLinks: 1\`, no application: full mesh, ms after spawning the relays**', (c) => `**${c.fullMeshMs ?? '—'}**`),
+    coldRow('… relays started (all `start` lines), ms; connect failures on the way; TCP links per relay; relay RSS, MiB', (c) => `${c.relaysStartMs}; ${c.connectFailures}; ${c.tcpPerRelay.toFixed(1)}; ${mb(c.rss)}`),
     row('streams × frames each (K)', (r) => `${r.streams} × ${r.frames}`),
     row('relays started (all `start` lines), ms', (r) => String(r.relaysStartMs)),
-    row('full mesh: every relay linked to every peer, ms after relay start / after first send', (r) => `${r.fullMeshMs ?? '—'} / ${r.fullMeshAfterSendMs ?? '—'}`),
+    row('traffic run (links opened on demand): full mesh, ms after relay start / after first send', (r) => `${r.fullMeshMs ?? '—'} / ${r.fullMeshAfterSendMs ?? '—'}`),
     row('frames in all; first send → last sink done, ms', (r) => `${r.total} in ${r.streamMs}`),
     row('**frames/s across the mesh**', (r) => `**${r.framesPerSec}**`),
     row('relay RSS at the end, mean / max peak (VmHWM), MiB', (r) => `${mb(avg(r, (x) => x.rss))} / ${mb(max(r, (x) => x.hwm))}`),
@@ -135,7 +138,7 @@ function reading(cols: MeshRunResult[]): string {
   const perHandled = (r: MeshRunResult) => ((r.rows.reduce((a, x) => a + x.streamCpuMs, 0) * 1000) / (2 * r.total)).toFixed(2);
   const span = cols.length > 1 ? `from ${first.hosts} to ${last.hosts} hosts` : `at ${last.hosts} hosts`;
   return [
-    `**Reading it.** Time to full mesh is from spawning the relays until the last relay had an authenticated link to each of its peers (from the relays' \`peer_up\`/\`peer_accepted\` log events); links are opened when a first frame for a peer arrives, so it includes the ${last.hosts} producers' start-up (the first sends), and so does "first send → last sink done". Each relay holds one link per peer per direction here (${last.rows[0] === undefined ? '' : `${(last.rows.reduce((a, x) => a + x.tcp, 0) / last.rows.length / (last.hosts - 1)).toFixed(2)} per peer at ${last.hosts} hosts: `}one producer per host uses one pool slot each way), ${last.hosts - 1} × 2 sockets at ${last.hosts} hosts, and every one of them was closed by the idle timeout after the stream.`,
+    `**Reading it.** The cold start is the relays' own time to a full mesh: ${cols.length > 1 ? `it grows with N × (N − 1) handshakes (each an HMAC each way) made by N processes on 2 cores` : 'N × (N − 1) handshakes made by N processes on 2 cores'}. In the traffic run links are opened when a first frame for a peer arrives (the default, \`minLinks: 0\`), so its time to full mesh includes the ${last.hosts} producers' start-up (the first sends), and so does "first send → last sink done". Each relay holds one link per peer per direction here (${last.rows[0] === undefined ? '' : `${(last.rows.reduce((a, x) => a + x.tcp, 0) / last.rows.length / (last.hosts - 1)).toFixed(2)} per peer at ${last.hosts} hosts: `}one producer per host uses one pool slot each way), ${last.hosts - 1} × 2 sockets at ${last.hosts} hosts, and every one of them was closed by the idle timeout after the stream.`,
     '',
     `Frames/s fall ${span} while the work per frame stays the same because the batches shrink: each producer interleaves its ${last.hosts - 1} destinations, a relay's pump turn takes what its outbound lanes hold (at most 1024 unacknowledged frames per producer) and splits it over the peers, so a DATA message carried ${cols.map(perMessage).join(' → ')} frames. Per-message costs — a \`write\`, the peer's read and wake-up, an ACK back, a futex wake of the parked sink — are spread over fewer frames: CPU per frame each relay handled went ${cols.map(perHandled).join(' → ')} µs (two relays per frame; the two-host relay rows above carry 32-frame messages). A profile of a 16-host run (\`npm run bench -- mesh --hosts 16 --total 800000 --relay-cpu-prof DIR\`, measured 2026-11-29, self time of the 16 relays' non-idle samples) puts the doorbell calls on top, 16.7 % together: \`ring\` (a futex wake of a parked sink after a publish) 8.9 % and \`wakeAll\` (a futex wake of a producer waiting for room in its lane) 7.8 %; then the socket writes (\`writeBuffer\`) 11.4 % and the frame copy into DATA (\`append\`) 2.5 % — wake-ups of processes that park between small batches, where the two-host rows' busy processes seldom park. And ${last.hosts * 3} processes (relay, sink, producer per host) share the 2 cores, so wake-ups wait for a core.`,
     '',
@@ -165,12 +168,18 @@ export async function meshMain(argv: string[]): Promise<void> {
   const code = codeVersion();
   const date = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
   const before = cpuSnapshot();
-  const runs: Array<{ result: MeshRunResult; foreign: number }> = [];
+  const runs: Array<{ result: MeshRunResult; cold: ColdStartResult; foreign: number }> = [];
   let failed = false;
   for (const n of s.sizes) {
     if (s.quietWait > 0) {
       const share = await waitQuiet(s.quietWait);
       if (share >= QUIET_SHARE) console.error(`bench mesh: machine still busy (${(share * 100).toFixed(0)} % used by others) after ${s.quietWait} s; running anyway`);
+    }
+    const cold = await coldStartMesh({ hosts: n, log: (line) => console.error(`bench mesh:   ${line}`) });
+    if (cold.problems.length > 0) {
+      failed = true;
+      console.error(`bench mesh: ${n} hosts, cold start: ${cold.problems.length} problem(s); no figures reported for this size:\n  ${cold.problems.slice(0, 40).join('\n  ')}`);
+      continue;
     }
     const frames = s.frames ?? Math.max(1, Math.round(s.total / (n * (n - 1))));
     console.error(`bench mesh: ${n} hosts, ${n * (n - 1)} streams × ${frames} frames of ${s.payload} B`);
@@ -194,7 +203,7 @@ export async function meshMain(argv: string[]): Promise<void> {
       console.error(`bench mesh: ${n} hosts: ${result.problems.length} problem(s); no figures reported for this size:\n  ${result.problems.slice(0, 40).join('\n  ')}`);
       continue;
     }
-    runs.push({ result, foreign });
+    runs.push({ result, cold, foreign });
   }
   const after = cpuSnapshot();
   if (runs.length === 0) {

@@ -280,6 +280,78 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
   }
 }
 
+export interface ColdStartResult {
+  hosts: number;
+  /** From spawning the relays until all printed their start event, ms. */
+  relaysStartMs: number;
+  /** From spawning the relays until every relay had an authenticated link to every peer, ms; null if not within the deadline. */
+  fullMeshMs: number | null;
+  /** Connect failures and handshake timeouts on the way (all relays). */
+  connectFailures: number;
+  /** Established TCP links per relay at full mesh (mean): 2 per peer (its own kept link, and the peer's). */
+  tcpPerRelay: number;
+  /** Relay VmRSS at full mesh, mean, bytes. */
+  rss: number;
+  problems: string[];
+}
+
+/**
+ * A cold start of N relays with `limits.minLinks: 1` and no application at
+ * all: how long until every relay has an authenticated link to each of its
+ * peers (the full mesh from the relays alone, as /readyz reports it). Then
+ * every relay stopped clean and everything removed.
+ */
+export async function coldStartMesh(o: { hosts: number; port?: number; limits?: Record<string, number>; deadlineMs?: number; log?: (line: string) => void }): Promise<ColdStartResult> {
+  const N = o.hosts;
+  const port = o.port ?? 7411;
+  const problems: string[] = [];
+  let mesh: Mesh | null = null;
+  let cluster: NetnsCluster | null = null;
+  try {
+    mesh = await makeMesh(N);
+    const m = mesh;
+    const c = (cluster = writeMeshCluster(m, port, { ...o.limits, minLinks: 1 }));
+    const t0 = Date.now();
+    const relays = await startMeshRelays(m, c, 120_000);
+    const relaysStartMs = Date.now() - t0;
+    const peersOf = (host: string) => m.hosts.filter((x) => x.name !== host).map((x) => x.name);
+    const end = Date.now() + (o.deadlineMs ?? 120_000);
+    let fulls: Array<number | null> = [];
+    for (;;) {
+      fulls = relays.map((r) => fullAt(r, peersOf(r.host)));
+      if (fulls.every((f) => f !== null) || Date.now() > end) break;
+      await sleep(50);
+    }
+    const fullMeshMs = fulls.every((f) => f !== null) ? Math.max(...(fulls as number[])) - t0 : null;
+    if (fullMeshMs === null) problems.push(`no full mesh within ${o.deadlineMs ?? 120_000} ms: ${fulls.filter((f) => f === null).length} relays still missing a peer`);
+    o.log?.(`${N} relays (minLinks 1, no traffic): full mesh ${fullMeshMs ?? 'never'} ms after spawning them`);
+    // Both ends' sockets of every pair are up by now or in a moment: the acceptor logs peer_accepted before the connector reads WELCOME.
+    await sleep(500);
+    const tcp = await Promise.all(m.hosts.map((h) => relayConnections(h, port)));
+    const metrics = await Promise.all(relays.map((r) => r.metrics()));
+    const rss = relays.reduce((a, r) => a + procUsage(r.pid).rss, 0) / N;
+    const codes = await Promise.all(relays.map((r) => r.stop(60_000).catch((err: Error) => err.message)));
+    relays.forEach((r, i) => {
+      if (codes[i] !== 0) problems.push(`${r.host} stop: exit ${String(codes[i])}`);
+    });
+    return {
+      hosts: N,
+      relaysStartMs,
+      fullMeshMs,
+      connectFailures: metrics.reduce((a, x) => a + sumPeers(x, 'connectFailures'), 0),
+      tcpPerRelay: tcp.reduce((a, x) => a + x, 0) / N,
+      rss,
+      problems,
+    };
+  } finally {
+    removeAllNetns();
+    if (mesh !== null) {
+      const left = meshLeftovers(mesh, cluster);
+      if (left.length > 0) problems.push(...left.map((l) => `left behind: ${l}`));
+    }
+  }
+}
+
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
 
 /** A run's figures as console lines: the summary, then one line per relay. */

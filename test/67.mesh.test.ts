@@ -35,7 +35,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as assert from 'uvu/assert';
 import { cleanupAll, deadline } from './_helpers';
 import { MAX_MESH_HOSTS, makeMesh, meshLeftovers, spawnMeshProducer, spawnMeshSink, watchReadyz, writeMeshCluster, type Mesh, type MeshHost } from '../harness/mesh';
-import { describeMeshRun, runMesh } from '../harness/mesh-run';
+import { coldStartMesh, describeMeshRun, runMesh } from '../harness/mesh-run';
 import { nodeScript } from '../harness/netns';
 import { netnsAvailability, reportSkipped, netnsList, startRelayIn, type NetnsCluster, type NsProcess, type NsRelay } from './_helpers/netns';
 
@@ -212,6 +212,15 @@ if (!availability.ok) {
     relays.forEach((r, i) => assert.is(codes[i], 0, `${r!.host}: ${r!.proc.lines.slice(-5).join('\n')} ${r!.proc.stderr().slice(-500)}`));
     for (const r of relays) assert.equal(r!.events('stop')[0], { ...r!.events('stop')[0], clean: true, unacked: 0, pending: 0 }, `${r!.host} stopped clean`);
     assert.equal(c.segments(), [], 'no segment left');
+  });
+
+  mesh(`${N} relays with minLinks 1 and no application: a cold start reaches the full mesh (every relay linked to every peer), two links per pair`, async () => {
+    const cold = await coldStartMesh({ hosts: N, port: PORT, limits: { connectTimeoutMs: 2000, handshakeTimeoutMs: 2000, backoffInitialMs: 20, backoffMaxMs: 500 }, deadlineMs: 60_000 });
+    console.log(`\n  cold start: ${N} relays started in ${cold.relaysStartMs} ms, full mesh ${cold.fullMeshMs} ms after spawning them; ${cold.connectFailures} connect failures; ${cold.tcpPerRelay.toFixed(1)} TCP links per relay`);
+    assert.equal(cold.problems, [], 'the cold start had no problem');
+    assert.ok(cold.fullMeshMs !== null, 'full mesh reached');
+    // Each relay keeps one link to each peer, and each peer one to it.
+    assert.is(cold.tcpPerRelay, 2 * (N - 1), 'two links per pair, one each way');
   });
 
   mesh('nothing of the run is left: no namespace, link, process or shm file', () => {
