@@ -124,13 +124,13 @@ function section(s: MeshSettings, runs: Array<{ result: MeshRunResult; cold: Col
     row('log lines per relay, max', (r) => String(max(r, (x) => x.logLines))),
     row('resends / duplicates dropped / reconnects / connect failures (all relays)', (r) => `${sum(r, (x) => x.resends)} / ${sum(r, (x) => x.duplicates)} / ${sum(r, (x) => x.reconnects)} / ${sum(r, (x) => x.connectFailures)}`),
     '',
-    reading(cols),
+    reading(cols, runs.map((r) => r.cold)),
     '',
   ].join('\n');
 }
 
 /** The prose under the table: what grows with N and why, with this run's figures. */
-function reading(cols: MeshRunResult[]): string {
+function reading(cols: MeshRunResult[], colds: ColdStartResult[]): string {
   const first = cols[0]!;
   const last = cols[cols.length - 1]!;
   const perMessage = (r: MeshRunResult) => (r.rows.reduce((a, x) => a + x.framesOut, 0) / Math.max(1, r.rows.reduce((a, x) => a + x.batchesOut, 0))).toFixed(1);
@@ -138,7 +138,7 @@ function reading(cols: MeshRunResult[]): string {
   const perHandled = (r: MeshRunResult) => ((r.rows.reduce((a, x) => a + x.streamCpuMs, 0) * 1000) / (2 * r.total)).toFixed(2);
   const span = cols.length > 1 ? `from ${first.hosts} to ${last.hosts} hosts` : `at ${last.hosts} hosts`;
   return [
-    `**Reading it.** The cold start is the relays' own time to a full mesh: ${cols.length > 1 ? `it grows with N × (N − 1) handshakes (each an HMAC each way) made by N processes on 2 cores` : 'N × (N − 1) handshakes made by N processes on 2 cores'}. In the traffic run links are opened when a first frame for a peer arrives (the default, \`minLinks: 0\`), so its time to full mesh includes the ${last.hosts} producers' start-up (the first sends), and so does "first send → last sink done". Each relay holds one link per peer per direction here (${last.rows[0] === undefined ? '' : `${(last.rows.reduce((a, x) => a + x.tcp, 0) / last.rows.length / (last.hosts - 1)).toFixed(2)} per peer at ${last.hosts} hosts: `}one producer per host uses one pool slot each way), ${last.hosts - 1} × 2 sockets at ${last.hosts} hosts, and every one of them was closed by the idle timeout after the stream.`,
+    `**Reading it.** The cold start is the relays' own time to a full mesh: ${cols.length > 1 ? `it grows with N × (N − 1) handshakes (each an HMAC each way) made by N processes on 2 cores` : 'N × (N − 1) handshakes made by N processes on 2 cores'}, and it ends soon after the last relay is up (${colds.map((c) => `${c.relaysStartMs} → ${c.fullMeshMs ?? '—'} ms`).join(', ')}: last \`start\` line → full mesh). Its connect failures are relays dialling peers whose relay has not started listening yet (connection refused; a 36-host cold start with \`--logs\`, 2026-11-29: every logged \`connect_failed\` was ECONNREFUSED), retried with backoff — the readiness story of a mesh that starts all at once: nothing is lost or stuck, each link is made once its peer listens. In the traffic run links are opened when a first frame for a peer arrives (the default, \`minLinks: 0\`), so its time to full mesh includes the ${last.hosts} producers' start-up (the first sends), and so does "first send → last sink done". Each relay holds one link per peer per direction here (${last.rows[0] === undefined ? '' : `${(last.rows.reduce((a, x) => a + x.tcp, 0) / last.rows.length / (last.hosts - 1)).toFixed(2)} per peer at ${last.hosts} hosts: `}one producer per host uses one pool slot each way), ${last.hosts - 1} × 2 sockets at ${last.hosts} hosts, and every one of them was closed by the idle timeout after the stream.`,
     '',
     `Frames/s fall ${span} while the work per frame stays the same because the batches shrink: each producer interleaves its ${last.hosts - 1} destinations, a relay's pump turn takes what its outbound lanes hold (at most 1024 unacknowledged frames per producer) and splits it over the peers, so a DATA message carried ${cols.map(perMessage).join(' → ')} frames. Per-message costs — a \`write\`, the peer's read and wake-up, an ACK back, a futex wake of the parked sink — are spread over fewer frames: CPU per frame each relay handled went ${cols.map(perHandled).join(' → ')} µs (two relays per frame; the two-host relay rows above carry 32-frame messages). A profile of a 16-host run (\`npm run bench -- mesh --hosts 16 --total 800000 --relay-cpu-prof DIR\`, measured 2026-11-29, self time of the 16 relays' non-idle samples) puts the doorbell calls on top, 16.7 % together: \`ring\` (a futex wake of a parked sink after a publish) 8.9 % and \`wakeAll\` (a futex wake of a producer waiting for room in its lane) 7.8 %; then the socket writes (\`writeBuffer\`) 11.4 % and the frame copy into DATA (\`append\`) 2.5 % — wake-ups of processes that park between small batches, where the two-host rows' busy processes seldom park. And ${last.hosts * 3} processes (relay, sink, producer per host) share the 2 cores, so wake-ups wait for a core.`,
     '',
@@ -175,7 +175,7 @@ export async function meshMain(argv: string[]): Promise<void> {
       const share = await waitQuiet(s.quietWait);
       if (share >= QUIET_SHARE) console.error(`bench mesh: machine still busy (${(share * 100).toFixed(0)} % used by others) after ${s.quietWait} s; running anyway`);
     }
-    const cold = await coldStartMesh({ hosts: n, log: (line) => console.error(`bench mesh:   ${line}`) });
+    const cold = await coldStartMesh({ hosts: n, log: (line) => console.error(`bench mesh:   ${line}`), ...(s.logs === null ? {} : { logDir: join(s.logs, `${n}-cold`) }) });
     if (cold.problems.length > 0) {
       failed = true;
       console.error(`bench mesh: ${n} hosts, cold start: ${cold.problems.length} problem(s); no figures reported for this size:\n  ${cold.problems.slice(0, 40).join('\n  ')}`);

@@ -301,7 +301,7 @@ export interface ColdStartResult {
  * peers (the full mesh from the relays alone, as /readyz reports it). Then
  * every relay stopped clean and everything removed.
  */
-export async function coldStartMesh(o: { hosts: number; port?: number; limits?: Record<string, number>; deadlineMs?: number; log?: (line: string) => void }): Promise<ColdStartResult> {
+export async function coldStartMesh(o: { hosts: number; port?: number; limits?: Record<string, number>; deadlineMs?: number; log?: (line: string) => void; logDir?: string }): Promise<ColdStartResult> {
   const N = o.hosts;
   const port = o.port ?? 7411;
   const problems: string[] = [];
@@ -334,6 +334,10 @@ export async function coldStartMesh(o: { hosts: number; port?: number; limits?: 
     relays.forEach((r, i) => {
       if (codes[i] !== 0) problems.push(`${r.host} stop: exit ${String(codes[i])}`);
     });
+    if (o.logDir !== undefined) {
+      mkdirSync(o.logDir, { recursive: true });
+      for (const r of relays) writeFileSync(join(o.logDir, `${r.host}.log`), `${r.proc.lines.join('\n')}\n${r.proc.stderr()}`);
+    }
     return {
       hosts: N,
       relaysStartMs,
