@@ -125,6 +125,20 @@ function fullAt(relay: NsRelay, peers: readonly string[]): number | null {
   return Math.max(...peers.map((p) => first.get(p)!));
 }
 
+/** Remove everything of the run (processes, namespaces, folders), then record in `problems` whatever is still there. */
+function teardown(mesh: Mesh | null, cluster: NetnsCluster | null, problems: string[]): void {
+  removeAllNetns();
+  if (mesh === null) return;
+  const left = meshLeftovers(mesh, cluster);
+  if (left.length > 0) problems.push(...left.map((l) => `left behind: ${l}`));
+}
+
+/** Each relay's log (stdout lines, then stderr) as `<dir>/<host>.log`. */
+function keepLogs(relays: readonly NsRelay[], dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  for (const r of relays) writeFileSync(join(dir, `${r.host}.log`), `${r.proc.lines.join('\n')}\n${r.proc.stderr()}`);
+}
+
 function sumPeers(m: RelayMetrics, key: string): number {
   return Object.values(m.peers).reduce((a, p) => a + (p[key] ?? 0), 0);
 }
@@ -247,10 +261,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
       const stop = r.events('stop')[0];
       if (stop === undefined || stop.clean !== true || stop.unacked !== 0 || stop.pending !== 0) problems.push(`${r.host} did not stop clean: ${JSON.stringify(stop)}`);
     });
-    if (o.logDir !== undefined) {
-      mkdirSync(o.logDir, { recursive: true });
-      for (const r of relays) writeFileSync(join(o.logDir, `${r.host}.log`), `${r.proc.lines.join('\n')}\n${r.proc.stderr()}`);
-    }
+    if (o.logDir !== undefined) keepLogs(relays, o.logDir);
     const overflows = neighbourOverflows() - overflows0;
     if (overflows0 >= 0 && overflows > 0) problems.push(`the kernel's neighbour (ARP) table overflowed ${overflows} time(s) during the run (dmesg): connects timed out for want of a MAC address`);
     const left = c.segments();
@@ -272,11 +283,7 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
       problems,
     };
   } finally {
-    removeAllNetns();
-    if (mesh !== null) {
-      const left = meshLeftovers(mesh, cluster);
-      if (left.length > 0) problems.push(...left.map((l) => `left behind: ${l}`));
-    }
+    teardown(mesh, cluster, problems);
   }
 }
 
@@ -334,10 +341,7 @@ export async function coldStartMesh(o: { hosts: number; port?: number; limits?: 
     relays.forEach((r, i) => {
       if (codes[i] !== 0) problems.push(`${r.host} stop: exit ${String(codes[i])}`);
     });
-    if (o.logDir !== undefined) {
-      mkdirSync(o.logDir, { recursive: true });
-      for (const r of relays) writeFileSync(join(o.logDir, `${r.host}.log`), `${r.proc.lines.join('\n')}\n${r.proc.stderr()}`);
-    }
+    if (o.logDir !== undefined) keepLogs(relays, o.logDir);
     return {
       hosts: N,
       relaysStartMs,
@@ -348,11 +352,7 @@ export async function coldStartMesh(o: { hosts: number; port?: number; limits?: 
       problems,
     };
   } finally {
-    removeAllNetns();
-    if (mesh !== null) {
-      const left = meshLeftovers(mesh, cluster);
-      if (left.length > 0) problems.push(...left.map((l) => `left behind: ${l}`));
-    }
+    teardown(mesh, cluster, problems);
   }
 }
 
