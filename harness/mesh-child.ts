@@ -8,7 +8,8 @@
  *       waited for. Prints `ready`, `start <epoch ms>`, `done sent <n> waits <w> <epoch ms>`.
  *   mesh-sink '<MeshSinkArgs>'  receives `count` frames, checking each (./payload:
  *       per producer id the next sequence, intact filler), lingers to see
- *       extra frames, prints `ready`, `progress <n>` (optional), then
+ *       extra frames, prints `ready`, `progress <n>` (optional), `complete <epoch ms>`
+ *       when the last expected frame arrived, then
  *       `received <total> errors <e> <id>:<n> ...` (ids ascending) and the first
  *       errors as `error <text>` lines. Exits 1 at its deadline (after printing
  *       what it had).
@@ -73,7 +74,10 @@ async function meshSink(args: MeshSinkArgs): Promise<void> {
   console.log('ready');
   for await (const frame of bus.frames()) {
     checker.check(frame.payload, 0, frame.payload.length);
-    if (checker.total === args.count) break;
+    if (checker.total === args.count) {
+      console.log(`complete ${Date.now()}`);
+      break;
+    }
     if (args.progressEvery !== undefined && checker.total % args.progressEvery === 0) console.log(`progress ${checker.total}`);
   }
   // Anything after the expected count is a frame delivered twice (or one nobody sent).

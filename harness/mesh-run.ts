@@ -59,7 +59,7 @@ export interface MeshRelayRow {
   hwm: number;
   /** CPU (user + system) from start to the end of the stream, ms. */
   cpuMs: number;
-  /** CPU (user + system) from the producers' start to the end of the stream, ms. */
+  /** CPU (user + system) from just before the producers were spawned to the end of the stream, ms. */
   streamCpuMs: number;
   fds: number;
   /** Established TCP links with the relay port at either end (ss), at the end of the stream and after idleCloseMs. */
@@ -173,18 +173,20 @@ export async function runMesh(o: MeshRunOptions): Promise<MeshRunResult> {
     const sinks: NsProcess[] = m.hosts.map((h) => spawnMeshSink(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'sink', count: perSink, lingerMs: 300, deadlineMs: o.streamMs + 120_000 }));
     await deadline(Promise.all(sinks.map((s) => s.line(/^ready$/, 120_000))), 125_000, 'every sink ready');
     log(`${N} sinks ready ${Date.now() - relayStart} ms after relay start`);
+    // Relay CPU from here on is the traffic's: links, frames, acks (not the relays' own start).
+    const cpuAtStart = relays.map((r) => procUsage(r.pid).cpuMs);
     const producers = m.hosts.map((h) =>
       spawnMeshProducer(h, { dir: c.dirOf(h.name), ns: c.ns(h.name), name: 'src', id: h.index, dests: m.hosts.filter((x) => x !== h).map((x) => `sink@${x.name}`), count: K, payloadSize: o.payloadSize ?? 32, deadlineMs: o.streamMs + 60_000 }),
     );
     const starts = await deadline(Promise.all(producers.map((p) => p.line(/^start /, 120_000).then(lastNumber))), 125_000, 'every producer started');
     const streamStart = Math.min(...starts);
-    const cpuAtStart = relays.map((r) => procUsage(r.pid).cpuMs);
     log(`${N} producers sending (${N * (N - 1)} streams of ${K} frames)`);
 
     const received = await Promise.all(
       sinks.map((s, i) =>
         s.line(/^received /, o.streamMs + 5_000).then(
-          (line) => ({ line, at: Date.now() }),
+          // The sink's `complete <epoch ms>` line: when its last expected frame arrived (before it lingers).
+          (line) => ({ line, at: lastNumber(s.lines.find((l) => l.startsWith('complete ')) ?? `complete ${Date.now()}`) }),
           (err: Error) => {
             problems.push(`sink of ${m.hosts[i]!.name}: ${err.message}`);
             return { line: '', at: Date.now() };
